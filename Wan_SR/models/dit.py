@@ -1,0 +1,57 @@
+"""One DiT forward for the base and the draft (SPEC §3, §4).
+
+``dit_forward`` runs a diffsynth ``WanModel`` (or the pruned :class:`~Wan_SR.models.draft.DraftDiT`)
+block by block. For the base it records the hidden state *entering* chosen blocks; for the
+draft it first fuses each block's input with a base feature: ``h = fc_j(cat([f_i, h]))``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+
+def _freqs(dit, f: int, h: int, w: int, device) -> torch.Tensor:
+    key = (f, h, w, str(device))
+    cache = dit.__dict__.setdefault("_pssr_freqs_cache", {})
+    if key not in cache:
+        fr = dit.freqs
+        cache.clear()
+        cache[key] = torch.cat([
+            fr[0][:f].view(f, 1, 1, -1).expand(f, h, w, -1),
+            fr[1][:h].view(1, h, 1, -1).expand(f, h, w, -1),
+            fr[2][:w].view(1, 1, w, -1).expand(f, h, w, -1),
+        ], dim=-1).reshape(f * h * w, 1, -1).to(device)
+    return cache[key]
+
+
+def dit_forward(dit, x: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor, *,
+                record_blocks: Sequence[int] = (), fc_layers=None,
+                features: Optional[Sequence[torch.Tensor]] = None,
+                gradient_checkpointing: bool = False):
+    """Velocity prediction of ``dit`` at ``timestep`` for input ``x`` (B, C, F, H, W).
+
+    Returns ``(v, recorded)`` where ``recorded`` lists the hidden states entering the blocks in
+    ``record_blocks`` (in block order). With ``fc_layers``/``features`` (the draft), block j's
+    input is ``fc_layers[j](cat([features[j], h], -1))``.
+    """
+    from diffsynth.models.wan_video_dit import sinusoidal_embedding_1d
+
+    t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep))
+    t_mod = dit.time_projection(t).unflatten(1, (6, dit.dim))
+    ctx = dit.text_embedding(context)
+    h, (f, hh, ww) = dit.patchify(x)
+    freqs = _freqs(dit, f, hh, ww, h.device)
+    record = set(record_blocks)
+    recorded = []
+    for i, block in enumerate(dit.blocks):
+        if i in record:
+            recorded.append(h)
+        if fc_layers is not None:
+            h = fc_layers[i](torch.cat([features[i].to(h.dtype), h], dim=-1))
+        if gradient_checkpointing and torch.is_grad_enabled():
+            h = torch.utils.checkpoint.checkpoint(block, h, ctx, t_mod, freqs, use_reentrant=False)
+        else:
+            h = block(h, ctx, t_mod, freqs)
+    out = dit.head(h, t)
+    return dit.unpatchify(out, (f, hh, ww)), recorded

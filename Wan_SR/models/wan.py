@@ -1,0 +1,210 @@
+"""Loading the official Wan2.1-T2V-1.3B files into diffsynth 1.1.8 classes.
+
+Sizes are read from the state dicts (no hash-based detection), so the same code loads the real
+files and the tiny test files written by :mod:`Wan_SR.tools.make_tiny_checkpoints`.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+WAN_DIT_FILE = "diffusion_pytorch_model.safetensors"
+WAN_VAE_FILE = "Wan2.1_VAE.pth"
+WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+WAN_TOKENIZER_DIR = os.path.join("google", "umt5-xxl")
+WAN_SOURCE = "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"
+PSSR_SOURCE = "the PS-SR release (see checkpoints/pretrained_models/README.md)"
+
+# Known DiT widths -> attention heads (head_dim 128 in every released Wan2.1 model).
+KNOWN_HEADS = {1536: 12, 5120: 40}
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A weight file is missing; the message names it and where to get it (one line)."""
+
+
+def require_file(path: str | os.PathLike, what: str, source: str = WAN_SOURCE) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MissingWeightsError(f"missing {what}: {p} (get it from {source})")
+    return p
+
+
+@dataclass
+class WanFiles:
+    dit: Path
+    vae: Path
+    t5: Path
+    tokenizer: Path
+
+
+def resolve_wan_files(wan_model_dir: Optional[str] = None, dit_path: Optional[str] = None,
+                      vae_path: Optional[str] = None, umt5_path: Optional[str] = None,
+                      tokenizer_path: Optional[str] = None) -> WanFiles:
+    """Paths of the Wan2.1 files: explicit paths win, else ``wan_model_dir/<official name>``."""
+    d = Path(wan_model_dir) if wan_model_dir else Path("dependent_models/Wan2.1-T2V-1.3B")
+    return WanFiles(
+        dit=Path(dit_path) if dit_path else d / WAN_DIT_FILE,
+        vae=Path(vae_path) if vae_path else d / WAN_VAE_FILE,
+        t5=Path(umt5_path) if umt5_path else d / WAN_T5_FILE,
+        tokenizer=Path(tokenizer_path) if tokenizer_path else d / WAN_TOKENIZER_DIR,
+    )
+
+
+def load_safetensors(path: str | os.PathLike, device="cpu") -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    out = {}
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        meta = f.metadata() or {}
+        for k in f.keys():
+            out[k] = f.get_tensor(k)
+    return out, meta
+
+
+def _num_indexed(sd: dict, prefix: str) -> int:
+    idx = {int(k[len(prefix):].split(".")[0]) for k in sd if k.startswith(prefix)}
+    return max(idx) + 1 if idx else 0
+
+
+def dit_config_from_state_dict(sd: dict, num_heads: Optional[int] = None,
+                               metadata: Optional[dict] = None) -> dict:
+    """WanModel constructor arguments read off a state dict in original Wan key names.
+
+    The head count is not stored in the weights: ``num_heads`` if given, else the file's
+    ``num_heads`` metadata, else the released models' table, else head_dim 128.
+    """
+    pe = sd["patch_embedding.weight"]
+    dim, in_dim = pe.shape[0], pe.shape[1]
+    patch = tuple(int(s) for s in pe.shape[2:])
+    if num_heads is None and metadata and "num_heads" in metadata:
+        num_heads = int(metadata["num_heads"])
+    if num_heads is None:
+        num_heads = KNOWN_HEADS.get(dim, max(1, dim // 128))
+    return dict(
+        dim=dim, in_dim=in_dim, ffn_dim=sd["blocks.0.ffn.0.weight"].shape[0],
+        out_dim=sd["head.head.weight"].shape[0] // math.prod(patch),
+        text_dim=sd["text_embedding.0.weight"].shape[1],
+        freq_dim=sd["time_embedding.0.weight"].shape[1], eps=1e-6, patch_size=patch,
+        num_heads=num_heads, num_layers=_num_indexed(sd, "blocks."),
+        has_image_input="img_emb.proj.1.weight" in sd,
+    )
+
+
+def build_dit(sd: dict, num_heads: Optional[int] = None, metadata: Optional[dict] = None,
+              dtype=torch.float32, device="cpu", strict: bool = True):
+    """A diffsynth ``WanModel`` holding ``sd`` (weights assigned, no random init)."""
+    from diffsynth.models.utils import init_weights_on_device
+    from diffsynth.models.wan_video_dit import WanModel
+
+    cfg = dit_config_from_state_dict(sd, num_heads, metadata)
+    with init_weights_on_device():
+        model = WanModel(**cfg)
+    model.load_state_dict(sd, assign=True, strict=strict)
+    model.config = cfg
+    return model.to(dtype=dtype, device=device).eval()
+
+
+def load_dit(path: str | os.PathLike, dtype=torch.float32, device="cpu",
+             num_heads: Optional[int] = None):
+    """Wan2.1 DiT from ``diffusion_pytorch_model.safetensors`` (original key names)."""
+    path = require_file(path, "Wan2.1 DiT weights")
+    sd, meta = load_safetensors(path)
+    sd = {k: v for k, v in sd.items() if not k.startswith("vace")}
+    return build_dit(sd, num_heads=num_heads, metadata=meta, dtype=dtype, device=device)
+
+
+def widen_patch_embedding(dit, in_channels: int = 32):
+    """SPEC §2: Conv3d 16->dim becomes in_channels->dim; new input channels start at zero."""
+    pe = dit.patch_embedding
+    if pe.in_channels == in_channels:
+        return dit
+    new = torch.nn.Conv3d(in_channels, pe.out_channels, kernel_size=pe.kernel_size,
+                          stride=pe.stride, device=pe.weight.device, dtype=pe.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :pe.in_channels] = pe.weight
+        new.bias.copy_(pe.bias)
+    new.requires_grad_(pe.weight.requires_grad)
+    dit.patch_embedding = new
+    dit.in_dim = in_channels
+    if hasattr(dit, "config"):
+        dit.config["in_dim"] = in_channels
+    return dit
+
+
+# ----------------------------------------------------------------------------------- VAE
+
+def vae_config_from_state_dict(sd: dict) -> dict:
+    """VideoVAE_ arguments: base width, latent channels and residual blocks per level."""
+    dim = sd["encoder.conv1.weight"].shape[0]
+    z_dim = sd["conv2.weight"].shape[0]
+    n_down = _num_indexed(sd, "encoder.downsamples.")
+    levels = 4  # dim_mult [1, 2, 4, 4] in every Wan2.1 VAE
+    num_res_blocks = (n_down - (levels - 1)) // levels
+    return dict(dim=dim, z_dim=z_dim, num_res_blocks=num_res_blocks)
+
+
+def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
+    """Wan2.1 VAE from ``Wan2.1_VAE.pth`` as a diffsynth ``WanVideoVAE``."""
+    from diffsynth.models.utils import init_weights_on_device
+    from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
+
+    path = require_file(path, "Wan2.1 VAE weights")
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    if "model_state" in sd:
+        sd = sd["model_state"]
+    cfg = vae_config_from_state_dict(sd)
+    with init_weights_on_device():
+        vae = WanVideoVAE(z_dim=cfg["z_dim"])
+        vae.model = VideoVAE_(**cfg)
+    vae.model.load_state_dict(sd, assign=True, strict=True)
+    vae.config = cfg
+    return vae.to(dtype=dtype, device=device).eval().requires_grad_(False)
+
+
+def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
+    """(B,3,T,H,W) in [-1,1] -> (B,16,(T-1)//4+1,H/8,W/8), on the video's device (no host copy)."""
+    return vae.model.encode(video.to(next(vae.parameters()).dtype), vae.scale)
+
+
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Latents -> (B,3,T,H,W) video in [-1,1]."""
+    return vae.model.decode(latents.to(next(vae.parameters()).dtype), vae.scale).clamp_(-1, 1)
+
+
+# --------------------------------------------------------------------------- text encoder
+
+def t5_config_from_state_dict(sd: dict) -> dict:
+    emb = sd["token_embedding.weight"]
+    rel = sd["blocks.0.pos_embedding.embedding.weight"]
+    return dict(vocab=emb.shape[0], dim=emb.shape[1], dim_attn=sd["blocks.0.attn.q.weight"].shape[0],
+                dim_ffn=sd["blocks.0.ffn.fc1.weight"].shape[0], num_heads=rel.shape[1],
+                num_layers=_num_indexed(sd, "blocks."), num_buckets=rel.shape[0], shared_pos=False)
+
+
+def load_text_encoder(path: str | os.PathLike, dtype=torch.bfloat16, device="cpu"):
+    """umT5-xxl encoder from ``models_t5_umt5-xxl-enc-bf16.pth`` as diffsynth ``WanTextEncoder``."""
+    from diffsynth.models.utils import init_weights_on_device
+    from diffsynth.models.wan_video_text_encoder import WanTextEncoder
+
+    path = require_file(path, "umT5 text encoder weights")
+    sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    cfg = t5_config_from_state_dict(sd)
+    with init_weights_on_device():
+        enc = WanTextEncoder(**cfg)
+    enc.load_state_dict(sd, assign=True, strict=True)
+    enc.config = cfg
+    return enc.to(dtype=dtype, device=device).eval().requires_grad_(False)
+
+
+def load_prompter(tokenizer_dir: str | os.PathLike, text_len: int = 512):
+    from diffsynth.prompters import WanPrompter
+
+    tokenizer_dir = require_file(tokenizer_dir, "umT5 tokenizer folder")
+    return WanPrompter(tokenizer_path=str(tokenizer_dir), text_len=text_len)
