@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random checkpoints in the official layouts, written once per session."""
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CONFORMANCE = FIXTURES / "conformance"
+warnings.filterwarnings("ignore", message=".*pynvml.*")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    """Root folder holding dependent_models/ and checkpoints/ with tiny random weights."""
+    from Wan_SR.tools.make_tiny_checkpoints import make_checkpoints
+
+    root = tmp_path_factory.mktemp("tiny")
+    make_checkpoints(root, "tiny", seed=0, log=lambda *a: None)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tiny_root):
+    wan = tiny_root / "dependent_models" / "Wan2.1-T2V-1.3B"
+    ck = tiny_root / "checkpoints" / "pretrained_models"
+    return dict(wan_dir=wan, dit=wan / "diffusion_pytorch_model.safetensors",
+                vae=wan / "Wan2.1_VAE.pth", t5=wan / "models_t5_umt5-xxl-enc-bf16.pth",
+                tokenizer=wan / "google" / "umt5-xxl", base=ck / "base.safetensors",
+                draft=ck / "draft.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_prompt_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PSSR_CACHE_DIR", str(tmp_path / "cache"))
