@@ -13,12 +13,7 @@ from typing import Optional
 
 import torch
 
-DEFAULT_PROMPT = ("4K Ultra-clear, Sharp, Fine Details Restored, Temporal Consistency, "
-                  "Natural Colors")
-DEFAULT_NEGATIVE_PROMPT = (
-    "painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, 3D render, "
-    "unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, "
-    "signature, jpeg artifacts, deformed, lowres, over-smooth")
+from .prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT  # noqa: F401 (re-export)
 
 
 def default_cache_dir() -> Path:

@@ -1,0 +1,22 @@
+"""Seam for the RAM + DAPE image tagger (SPEC §5).
+
+The published pipeline appends tags of one frame to the prompt (``f"{prompt}, {tags}"``). The
+tagger itself is not implemented yet: :func:`load_tagger` says once why the prompt is used alone
+and returns ``None``; a future tagger returns an object with ``tags(frame_uint8) -> str``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def load_tagger(ram_path, dape_path, log=print):
+    missing = [str(p) for p in (ram_path, dape_path) if not p or not Path(p).exists()]
+    if missing:
+        log(f"notice: RAM/DAPE tagger weights not found ({', '.join(missing)}): using the prompt alone")
+    else:
+        log("notice: RAM/DAPE tagging is not implemented in this version: using the prompt alone")
+    return None
+
+
+def prompt_with_tags(prompt: str, tags: str | None) -> str:
+    return f"{prompt}, {tags}" if tags else prompt

@@ -1,0 +1,150 @@
+"""The PS-SR pipeline: models loaded once, one tile at a time (SPEC §3, §4, §6).
+
+``PSSRPipeline.run_tile`` pads a tile to 4n+1 frames and /16 sizes, encodes it ONCE, makes the
+base step and as many draft steps as the requested branches need, decodes only those branches
+and crops back.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .timeline import FlowTimeline
+
+
+def branch_names(num_draft_steps: int) -> list[str]:
+    """Output branches of step 1: ``base`` and ``base+draft_k`` for every draft step."""
+    return ["base"] + [f"base+draft_{k}" for k in range(1, num_draft_steps + 1)]
+
+
+@dataclass
+class SamplingConfig:
+    timestep_base: float = 699
+    timestep_draft_list: Sequence[float] = (599, 499, 399)
+    k_select: float = 1.5
+    cfg_scale: float = 1.0
+    record_blocks: list = field(default_factory=list)
+
+
+def pad_tile(video: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(T,3,H,W) -> padded (T',3,H',W'): T' = 4n+1 (last frame repeated), H', W' multiples of
+    ``multiple`` (edge replication). Returns the padded tensor and the original (T, H, W)."""
+    T, _, H, W = video.shape
+    Tp = ((T - 1 + 3) // 4) * 4 + 1
+    Hp, Wp = -(-H // multiple) * multiple, -(-W // multiple) * multiple
+    if Tp > T:
+        video = torch.cat([video, video[-1:].expand(Tp - T, -1, -1, -1)], 0)
+    if Hp > H or Wp > W:
+        video = F.pad(video, (0, Wp - W, 0, Hp - H), mode="replicate")
+    return video, (T, H, W)
+
+
+class PSSRPipeline:
+    """Holds the VAE, the base DiT (``base.safetensors`` merged), the draft and the prompt context."""
+
+    def __init__(self, vae, base_dit, draft, context: torch.Tensor,
+                 negative_context: Optional[torch.Tensor], config: SamplingConfig,
+                 device="cpu", dtype=torch.float32):
+        from ..models.draft import select_blocks
+
+        self.vae, self.base, self.draft = vae, base_dit, draft
+        self.device, self.dtype = torch.device(device), dtype
+        self.context = context.to(self.device, dtype)
+        self.negative_context = (negative_context.to(self.device, dtype)
+                                 if negative_context is not None else None)
+        self.config = config
+        if not config.record_blocks:
+            config.record_blocks = select_blocks(len(base_dit.blocks), config.k_select)
+        self.timeline = FlowTimeline()
+        self.encode_calls = 0
+        self.decode_calls = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_files(cls, wan_files, base_path, draft_path, *, prompt: str, negative_prompt: str,
+                   config: SamplingConfig, device="cpu", dtype=torch.bfloat16,
+                   cache_dir: Optional[str] = None, num_heads: Optional[int] = None, log=print):
+        from ..models.draft import load_draft
+        from ..models.lora import load_base_checkpoint
+        from ..models.text import PromptEncoder
+        from ..models.wan import load_dit, load_vae, require_file, PSSR_SOURCE
+
+        # fail early on every missing file, before the slow loads
+        for p, what, src in ((wan_files.dit, "Wan2.1 DiT weights", None),
+                             (wan_files.vae, "Wan2.1 VAE weights", None),
+                             (base_path, "PS-SR base weights", PSSR_SOURCE),
+                             (draft_path, "PS-SR draft weights", PSSR_SOURCE)):
+            require_file(p, what, src) if src else require_file(p, what)
+        enc = PromptEncoder(wan_files.t5, wan_files.tokenizer, cache_dir=cache_dir, device=device)
+        context = enc.encode(prompt)
+        negative = enc.encode(negative_prompt) if config.cfg_scale != 1.0 else None
+        if enc.encoder_loads:
+            log("prompt embedding computed and cached")
+        enc.release()
+        base = load_dit(wan_files.dit, dtype=dtype, device=device, num_heads=num_heads)
+        load_base_checkpoint(base, base_path)
+        base.to(dtype=dtype, device=device)
+        draft = load_draft(draft_path, config.k_select, base_num_layers=len(base.blocks),
+                           num_heads=num_heads or base.config["num_heads"], dtype=dtype,
+                           device=device)
+        vae = load_vae(wan_files.vae, dtype=dtype, device=device)
+        return cls(vae, base, draft, context, negative, config, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------------ latents
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(T,3,H,W) in [0,1] -> latents (1,16,T',H/8,W/8)."""
+        from ..models.wan import vae_encode
+
+        self.encode_calls += 1
+        x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
+        return vae_encode(self.vae, x)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> (T,3,H,W) in [0,1] (float32)."""
+        from ..models.wan import vae_decode
+
+        self.decode_calls += 1
+        y = vae_decode(self.vae, latents)[0].permute(1, 0, 2, 3).float()
+        return (y + 1) / 2
+
+    def sample_latents(self, z_l: torch.Tensor, num_draft_steps: Optional[int] = None) -> list:
+        """Base step then ``num_draft_steps`` draft steps; returns [x0_base, x0_draft_1, ...]."""
+        from .speculative import base_step, draft_steps
+
+        cfg = self.config
+        tlist = list(cfg.timestep_draft_list)
+        n = len(tlist) if num_draft_steps is None else num_draft_steps
+        t_next = tlist[0] if tlist else 0
+        b = base_step(self.base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
+                      t_next=t_next, record_blocks=cfg.record_blocks if n else (),
+                      cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
+        out = [b.x0]
+        if n:
+            # steps after the last requested one are skipped: x0_k = z_k - sigma(t_k) v_k does
+            # not depend on where step k would move z next
+            x0s, _ = draft_steps(self.draft, b.z_next, z_l, self.context, b.features,
+                                 self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
+                                 negative_context=self.negative_context)
+            out += x0s
+        return out
+
+    @torch.no_grad()
+    def run_tile(self, frames: torch.Tensor, branches: Sequence[str]) -> dict:
+        """Restore one tile. ``frames``: (T,3,H,W) in [0,1]; returns {branch: (T,3,H,W) in [0,1]}
+        for the requested branches (names from :func:`branch_names`)."""
+        names = branch_names(len(self.config.timestep_draft_list))
+        unknown = [b for b in branches if b not in names]
+        if unknown:
+            raise ValueError(f"unknown branches {unknown}; available: {names}")
+        need = max(names.index(b) for b in branches)
+        padded, (T, H, W) = pad_tile(frames.to(self.device))
+        z_l = self.encode(padded)
+        x0s = self.sample_latents(z_l, num_draft_steps=need)
+        out = {}
+        for b in branches:
+            out[b] = self.decode(x0s[names.index(b)])[:T, :, :H, :W]
+        return out

@@ -1,0 +1,171 @@
+"""Step 1 over whole videos: temporal windows x spatial tiles through :class:`PSSRPipeline`,
+blended in memory (SPEC §6) and streamed to one writer per output branch.
+
+Output layout: ``<output_dir>/<branch>/<name>.mp4`` for ``base``, ``base+draft_k`` and (with
+``final``) the step-2 fusion of ``base`` and the last draft branch, computed in the same pass
+from the in-memory frames (no lossy intermediate is re-read).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..data import video_io
+from .pipeline import branch_names
+from .windows import SpatialAccumulator, TemporalBlender, tile_boxes, window_starts
+
+FINAL = "final"
+
+
+@dataclass
+class WindowOptions:
+    window_t: int = 33
+    overlap_t: int = 16
+    window_h: int = 720
+    overlap_h: int = 128
+    window_w: int = 1280
+    overlap_w: int = 128
+
+
+@dataclass
+class RestoreOptions:
+    outputs: Optional[Sequence[str]] = None   # None: base and every base+draft_k
+    windows: WindowOptions = None
+    upscale: float = 1.0
+    fps: Optional[float] = None
+    save_quality: float = 9.0
+    skip_existing: bool = False
+    sort_files: bool = False
+    copy_audio: bool = True
+    fusion: Optional[dict] = None             # kwargs for fuse_video (defaults of step 2)
+
+    def __post_init__(self):
+        if self.windows is None:
+            self.windows = WindowOptions()
+
+
+def output_path(output_dir, branch: str, name: str) -> Path:
+    return Path(output_dir) / branch / f"{name}.mp4"
+
+
+def resolve_outputs(outputs: Optional[Sequence[str]], num_draft_steps: int) -> list[str]:
+    names = branch_names(num_draft_steps)
+    if not outputs:
+        return names
+    allowed = names + [FINAL]
+    bad = [o for o in outputs if o not in allowed]
+    if bad:
+        raise ValueError(f"unknown output(s) {bad}; choose from {allowed}")
+    if FINAL in outputs and num_draft_steps == 0:
+        raise ValueError("'final' needs at least one draft step")
+    return [o for o in allowed if o in outputs]
+
+
+def _report(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
+                  progress: bool = True) -> dict:
+    """Restore one video (file or frame folder). Returns {output: path} of what was written."""
+    from tqdm import tqdm
+
+    n_draft = len(pipe.config.timestep_draft_list)
+    names = branch_names(n_draft)
+    outputs = resolve_outputs(opts.outputs, n_draft)
+    info = info or video_io.probe(in_path, fps=opts.fps)
+    name = video_io.stem(info.path)
+    if opts.skip_existing:
+        outputs = [o for o in outputs
+                   if not video_io.is_complete_output(output_path(output_dir, o, name),
+                                                      info.num_frames)]
+        if not outputs:
+            return {}
+    decode = [b for b in names if b in outputs or (FINAL in outputs and b in (names[0], names[-1]))]
+    W = info.width if opts.upscale == 1 else int(round(info.width * opts.upscale))
+    H = info.height if opts.upscale == 1 else int(round(info.height * opts.upscale))
+    w = opts.windows
+    N = info.num_frames
+    t_win = min(w.window_t, N)
+    starts = window_starts(N, t_win, w.overlap_t)
+    boxes = tile_boxes(H, W, w.window_h, w.window_w, w.overlap_h, w.overlap_w)
+    blenders = {b: TemporalBlender(starts, N) for b in decode}
+    audio = info.path if (opts.copy_audio and info.has_audio and not info.is_folder) else None
+    writers = {}
+    reader = video_io.FrameReader(info.path, info=info)
+    bar = tqdm(total=N, desc=name, unit="frame", dynamic_ncols=True, disable=not progress)
+    try:
+        for o in outputs:
+            writers[o] = video_io.VideoWriter(output_path(output_dir, o, name), fps=info.rate,
+                                              size=(W, H), quality=opts.save_quality,
+                                              audio_from=audio, audio_codec=info.audio_codec)
+        for s in starts:
+            frames = video_io.frames_to_tensor(reader.get(s, t_win), pipe.device)
+            if (H, W) != (info.height, info.width):
+                frames = F.interpolate(frames, size=(H, W), mode="bicubic",
+                                       align_corners=False).clamp_(0, 1)
+            if len(boxes) == 1:
+                window = {b: v.cpu() for b, v in pipe.run_tile(frames, decode).items()}
+            else:
+                accs = {b: SpatialAccumulator((t_win, 3, H, W), w.overlap_h, w.overlap_w)
+                        for b in decode}
+                for top, left, th, tw in boxes:
+                    tile = pipe.run_tile(frames[..., top:top + th, left:left + tw], decode)
+                    for b in decode:
+                        accs[b].add(tile[b].cpu(), top, left)
+                window = {b: accs[b].result() for b in decode}
+            done = {b: blenders[b].add(window[b]) for b in decode}
+            for b in decode:
+                if b in writers:
+                    writers[b].write(video_io.tensor_to_frames(done[b]))
+            if FINAL in writers and done[decode[0]].shape[0]:
+                from ..fusion.frequency import fuse_video
+
+                fused = fuse_video(done[names[0]].to(pipe.device), done[names[-1]].to(pipe.device),
+                                   **(opts.fusion or {}))
+                writers[FINAL].write(video_io.tensor_to_frames(fused))
+            bar.update(next(iter(done.values())).shape[0])
+        for o, wr in writers.items():
+            if wr.frames_written != N:
+                raise video_io.VideoError(f"{name}: {o} got {wr.frames_written} of {N} frames")
+        return {o: wr.close() for o, wr in writers.items()}
+    except BaseException:
+        for wr in writers.values():
+            wr.abort()
+        raise
+    finally:
+        bar.close()
+        reader.close()
+
+
+def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, log=print) -> int:
+    """Restore every video / frame folder of ``input_dir``. A file that cannot be read or fails
+    is reported by name and the others still run. Returns 0 if all succeeded, else 1."""
+    inputs = video_io.list_inputs(input_dir, sort=opts.sort_files)
+    if not inputs:
+        _report(f"no videos or frame folders in {input_dir}")
+        return 1
+    failed, written, skipped = [], 0, 0
+    for path in inputs:
+        name = video_io.stem(path)
+        try:
+            info = video_io.probe(path, fps=opts.fps)
+            out = restore_video(pipe, path, output_dir, opts, info=info)
+        except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
+            failed.append(name)
+            _report(f"FAILED {name}: {e}")
+            continue
+        if out:
+            written += 1
+            log(f"{name}: {info.num_frames} frames at {info.rate} fps -> "
+                + ", ".join(str(p) for p in out.values()))
+        else:
+            skipped += 1
+            log(f"{name}: outputs complete, skipped")
+    log(f"step 1: {written} restored, {skipped} already complete, {len(failed)} failed")
+    return 1 if failed else 0

@@ -1,0 +1,173 @@
+"""Step 1 end to end on tiny checkpoints: windows, tiles, branches, skip/corrupt handling."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from Wan_SR.data import video_io
+from Wan_SR.models.wan import resolve_wan_files
+from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig, branch_names, pad_tile
+from Wan_SR.sampling.restore import RestoreOptions, WindowOptions, restore_folder, restore_video
+from Wan_SR.sampling.speculative import base_step
+
+# 9 frames, window 5 / overlap 1 -> windows at 0 and 4; 48x48, tiles 32 / overlap 16 -> 2x2 tiles
+SMALL_WINDOWS = WindowOptions(window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32,
+                              overlap_w=16)
+ALL = ["base", "base+draft_1", "base+draft_2", "base+draft_3"]
+
+
+def make_clip(path, n=9, h=48, w=48, fps=24000 / 1001, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)[:, None, None]
+    y = np.arange(h)[None, :, None]
+    x = np.arange(w)[None, None, :]
+    base = np.stack(np.broadcast_arrays(128 + 90 * np.sin((x + 2 * t) / 5),
+                                        128 + 90 * np.cos((y - t) / 4),
+                                        (3 * x + 2 * y + 5 * t) % 256), -1)
+    frames = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+    return video_io.write_video(path, frames, fps=fps)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_paths, tmp_path_factory):
+    files = resolve_wan_files(str(tiny_paths["wan_dir"]))
+    return PSSRPipeline.from_files(
+        files, tiny_paths["base"], tiny_paths["draft"], prompt="a test prompt",
+        negative_prompt="bad", config=SamplingConfig(), device="cpu", dtype=torch.float32,
+        cache_dir=str(tmp_path_factory.mktemp("pcache")), log=lambda *a: None)
+
+
+def test_pad_tile_to_4n_plus_1_and_16():
+    v = torch.rand(6, 3, 20, 33)
+    p, (T, H, W) = pad_tile(v)
+    assert p.shape == (9, 3, 32, 48) and (T, H, W) == (6, 20, 33)
+    assert torch.equal(p[6, :, :20, :33], v[-1]) and torch.equal(p[8, :, :20, :33], v[-1])
+    assert torch.equal(p[:6, :, :20, :33], v)
+    assert torch.equal(p[:6, :, 25, :33], v[:, :, 19, :])  # edge replication
+
+
+def test_run_tile_matches_the_pure_functions(pipe):
+    frames = torch.rand(5, 3, 32, 32)
+    out = pipe.run_tile(frames, ["base"])
+    with torch.no_grad():
+        z_l = pipe.encode(frames)
+        ref = base_step(pipe.base, z_l, pipe.context, pipe.timeline, t_base=699, t_next=599)
+        expect = pipe.decode(ref.x0)
+    assert out["base"].shape == (5, 3, 32, 32)
+    assert torch.allclose(out["base"], expect, atol=1e-6)
+    assert 0 <= out["base"].min() and out["base"].max() <= 1
+
+
+def test_only_needed_draft_steps_and_decodes(pipe, monkeypatch):
+    calls = []
+    orig = pipe.draft.forward
+    monkeypatch.setattr(pipe.draft, "forward", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    pipe.decode_calls = 0
+    one = pipe.run_tile(torch.rand(5, 3, 32, 32), ["base+draft_1"])
+    assert list(one) == ["base+draft_1"]
+    assert pipe.decode_calls == 1
+    full = pipe.run_tile(torch.rand(5, 3, 32, 32), ["base", "base+draft_3"])
+    assert set(full) == {"base", "base+draft_3"} and pipe.decode_calls == 3
+    with pytest.raises(ValueError, match="unknown branches"):
+        pipe.run_tile(torch.rand(5, 3, 32, 32), ["base+draft_9"])
+
+
+def test_each_tile_is_encoded_once(pipe, tmp_path, monkeypatch):
+    make_clip(tmp_path / "in" / "a.mp4")
+    n_model_encodes = []
+    orig = pipe.vae.model.encode
+    monkeypatch.setattr(pipe.vae.model, "encode",
+                        lambda *a, **k: n_model_encodes.append(1) or orig(*a, **k))
+    pipe.encode_calls = 0
+    opts = RestoreOptions(outputs=ALL + ["final"], windows=SMALL_WINDOWS)
+    restore_video(pipe, tmp_path / "in" / "a.mp4", tmp_path / "out", opts, progress=False)
+    assert pipe.encode_calls == 2 * 4  # 2 temporal windows x 2x2 tiles
+    assert len(n_model_encodes) == 8
+
+
+def test_cli_writes_every_branch_with_frame_count_size_fps(tiny_paths, tmp_path):
+    make_clip(tmp_path / "in" / "clip.mp4", n=9, h=48, w=48, fps=24000 / 1001)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "inference_step_1.py"), "--input_dir", str(tmp_path / "in"),
+           "--output_dir", str(out), "--wan_model_dir", str(tiny_paths["wan_dir"]),
+           "--lora_base_path", str(tiny_paths["base"]), "--lora_draft_path",
+           str(tiny_paths["draft"]), "--torch_dtype", "float32", "--device", "cpu",
+           "--window_t", "5", "--overlap_t", "1", "--window_h", "32", "--overlap_h", "16",
+           "--window_w", "32", "--overlap_w", "16", "--final",
+           "--prompt_cache_dir", str(tmp_path / "pc")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "using the prompt alone" in r.stdout
+    for branch in ALL + ["final"]:
+        info = video_io.probe(out / branch / "clip.mp4")
+        assert (info.num_frames, info.width, info.height) == (9, 48, 48), branch
+        assert info.rate == "24000/1001", branch
+    assert not list(out.rglob("*.partial*"))
+
+
+def test_skip_existing_skips_complete_and_redoes_truncated(pipe, tmp_path):
+    make_clip(tmp_path / "in" / "a.mp4", n=5, h=32, w=32)
+    make_clip(tmp_path / "in" / "b.mp4", n=5, h=32, w=32, seed=1)
+    out = tmp_path / "out"
+    opts = RestoreOptions(outputs=["base", "base+draft_3"], windows=SMALL_WINDOWS,
+                          skip_existing=True)
+    assert restore_folder(pipe, tmp_path / "in", out, opts, log=lambda *a: None) == 0
+    # truncate one output of b
+    trunc = out / "base+draft_3" / "b.mp4"
+    frames = video_io.read_video(trunc)
+    video_io.write_video(trunc, frames[:3], fps=24)
+    kept = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4") if p != trunc}
+    pipe.encode_calls = 0
+    logs = []
+    assert restore_folder(pipe, tmp_path / "in", out, opts, log=logs.append) == 0
+    assert pipe.encode_calls == 1  # only b, one window x one tile
+    assert video_io.probe(trunc).num_frames == 5
+    assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
+    assert any("a: outputs complete, skipped" in l for l in logs)
+
+
+def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, capsys):
+    make_clip(tmp_path / "in" / "good.mp4", n=5, h=32, w=32)
+    (tmp_path / "in" / "bad.mp4").write_bytes(b"this is not a video" * 50)
+    out = tmp_path / "out"
+    rc = restore_folder(pipe, tmp_path / "in", out,
+                        RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS), log=print)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "FAILED bad" in err
+    assert video_io.probe(out / "base" / "good.mp4").num_frames == 5
+    assert not (out / "base" / "bad.mp4").exists()
+
+
+def test_frame_folder_input_upscale_and_audio(pipe, tmp_path):
+    import cv2
+
+    folder = tmp_path / "in" / "frames"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), rng.integers(0, 255, (16, 24, 3), np.uint8))
+    # a clip with an audio track (ffmpeg's sine source)
+    src = tmp_path / "in" / "sound.mp4"
+    subprocess.run([video_io.ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=32x32:rate=25", "-f", "lavfi", "-i", "sine=frequency=440",
+                    "-t", "0.2", "-pix_fmt", "yuv420p", "-c:v", "libx264", "-c:a", "aac",
+                    str(src)], check=True)
+    assert video_io.probe(src).has_audio
+    out = tmp_path / "out"
+    opts = RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS, upscale=2.0)
+    assert restore_folder(pipe, tmp_path / "in", out, opts, log=lambda *a: None) == 0
+    info = video_io.probe(out / "base" / "frames.mp4")
+    assert (info.num_frames, info.width, info.height, info.rate) == (6, 48, 32, "30/1")
+    snd = video_io.probe(out / "base" / "sound.mp4")
+    assert snd.has_audio and snd.num_frames == video_io.probe(src).num_frames
+    assert (snd.width, snd.height) == (64, 64)
+
+
+def test_branch_names():
+    assert branch_names(3) == ALL
+    assert branch_names(0) == ["base"]
