@@ -33,6 +33,21 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--keep_temp", action="store_true", help="keep intermediate files (see --temp_dir)")
 
 
+def validate_run_args(parser: argparse.ArgumentParser, args) -> None:
+    """Window, fps and quality checks shared by the scripts (parser.error on a bad value)."""
+    for name in ("window_t", "window_h", "window_w"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    for name, win in (("overlap_t", "window_t"), ("overlap_h", "window_h"),
+                      ("overlap_w", "window_w")):
+        if not 0 <= getattr(args, name) < getattr(args, win):
+            parser.error(f"--{name} must be >= 0 and smaller than --{win}")
+    if args.fps is not None and args.fps <= 0:
+        parser.error("--fps must be positive")
+    if not 0 <= args.save_quality <= 10:
+        parser.error("--save_quality must be in 0..10")
+
+
 def resolve_device(device):
     import torch
 

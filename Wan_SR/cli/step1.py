@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_run_args, add_window_args, parse_float_list
+from .common import add_run_args, add_window_args, parse_float_list, validate_run_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    validate_run_args(parser, args)
+    if args.upscale <= 0:
+        parser.error("--upscale must be positive")
     import torch
 
     from ..models.tagger import load_tagger

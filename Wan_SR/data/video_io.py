@@ -36,9 +36,22 @@ class VideoError(RuntimeError):
 
 
 def ffmpeg_exe() -> str:
-    import imageio_ffmpeg
+    """The ffmpeg binary: ``$IMAGEIO_FFMPEG_EXE`` if set, else the one bundled with
+    imageio-ffmpeg, else ``ffmpeg`` on the PATH."""
+    env = os.environ.get("IMAGEIO_FFMPEG_EXE")
+    if env:
+        return env
+    try:
+        import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        import shutil
+
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise VideoError("no ffmpeg found: pip install imageio-ffmpeg (see requirements.txt)")
+        return exe
 
 
 def _natural_key(name: str):

@@ -5,7 +5,7 @@
 - :class:`SpatialAccumulator` blends processed tiles of one frame stack: sum(w*tile)/sum(w).
 - :class:`TemporalBlender` cross-fades consecutive windows and hands out frames as soon as no
   later window can touch them (streaming output).
-- :func:`iter_tiles` / :func:`run_tiled` apply a function tile by tile on (T, C, H, W) tensors.
+- :func:`run_tiled` applies a function tile by tile on (T, C, H, W) tensors.
 """
 from __future__ import annotations
 
