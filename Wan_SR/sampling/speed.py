@@ -1,0 +1,53 @@
+"""Speed switches for GPU inference. Every switch is optional and leaves results unchanged
+beyond bf16 noise.
+
+- ``attention``: which scaled-dot-product-attention kernel the DiT uses (``auto`` = cuDNN first
+  on CUDA, the fastest on Hopper; ``flash``, ``efficient``, ``math`` force one).
+- ``compile_blocks``: ``torch.compile`` of each DiT block (one graph shared by all blocks; paid
+  once per process, not per video).
+- ``vae_channels_last``: channels-last-3d memory format for the VAE's 3D convolutions.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+ATTENTION_CHOICES = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def attention_context(name: str, device) -> contextlib.AbstractContextManager:
+    """Context manager that selects the SDPA backend order (no-op on CPU or 'auto' off CUDA)."""
+    device = torch.device(device)
+    if device.type != "cuda" or name is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {
+        "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                 SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
+                  SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+        "math": [SDPBackend.MATH],
+    }[name]
+    try:
+        return sdpa_kernel(order, set_priority=True)
+    except TypeError:  # older torch: no priority order, just the allowed set
+        return sdpa_kernel(order)
+
+
+def compile_blocks(model) -> None:
+    """Compile every transformer block in place (``nn.Module.compile``)."""
+    for block in model.blocks:
+        block.compile()
+
+
+def vae_channels_last(vae) -> None:
+    """Channels-last weights for the VAE's Conv3d (3d) and Conv2d (2d) layers."""
+    for m in vae.model.modules():
+        if isinstance(m, torch.nn.Conv3d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        elif isinstance(m, torch.nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
