@@ -43,6 +43,7 @@ class RestoreOptions:
     sort_files: bool = False
     copy_audio: bool = True
     fusion: Optional[dict] = None             # kwargs for fuse_video (defaults of step 2)
+    window_space: str = "pixel"               # "pixel" (published) or "latent" (encode/decode once)
 
     def __post_init__(self):
         if self.windows is None:
@@ -73,6 +74,12 @@ def _report(msg: str) -> None:
 def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
                   progress: bool = True) -> dict:
     """Restore one video (file or frame folder). Returns {output: path} of what was written."""
+    if opts.window_space == "latent":
+        from .latent_windows import restore_video_latent
+
+        return restore_video_latent(pipe, in_path, output_dir, opts, info=info, progress=progress)
+    if opts.window_space != "pixel":
+        raise ValueError(f"window_space must be 'pixel' or 'latent', got {opts.window_space!r}")
     from tqdm import tqdm
 
     n_draft = len(pipe.config.timestep_draft_list)
