@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from Wan_SR.cli.common import add_run_args, add_window_args, validate_run_args
+from Wan_SR.cli.common import HelpFormatter, add_run_args, add_window_args, validate_run_args
 from Wan_SR.fusion.step2 import Step2Options, run_step2
 
 
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = Step2Options()
     p = argparse.ArgumentParser(
         prog="inference_step_2.py", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Fusion is per frame: the temporal windows only bound memory, and a frame\n"
                "shared by two windows is fused once. Step 2 writes no intermediate files:\n"
                "--temp_dir and --keep_temp are accepted for symmetry with step 1, no effect.\n\n"
@@ -41,18 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     fu = p.add_argument_group("frequency update (SPEC section 7)")
     fu.add_argument("--fc", type=float, default=d.fc,
-                    help="Butterworth cut-off, in cycles per pixel on the centred spectrum "
-                         "(default %(default)s)")
+                    help="Butterworth cut-off, in cycles per pixel on the centred spectrum ")
     fu.add_argument("--alpha", type=float, default=d.alpha,
-                    help="strength of the high band: Y = L_c + alpha * (w Hf_s + (1-w) Hf_c) "
-                         "(default %(default)s; 1 keeps the full detail)")
+                    help="strength of the high band: Y = L_c + alpha * (w Hf_s + (1-w) Hf_c) " "(1 keeps the full detail)")
     fu.add_argument("--border", type=int, default=d.border,
-                    help="outer pixels that keep the consistent luma (default %(default)s)")
+                    help="outer pixels that keep the consistent luma")
     fu.add_argument("--order", type=int, default=d.order,
-                    help="Butterworth order (default %(default)s)")
+                    help="Butterworth order")
     fu.add_argument("--eps", type=float, default=d.eps,
-                    help="stabiliser of the weight |Hf_s| / (|Hf_s| + |Hf_c| + eps) "
-                         "(default %(default)s)")
+                    help="stabiliser of the weight |Hf_s| / (|Hf_s| + |Hf_c| + eps) ")
     add_window_args(p, overlap_t=d.overlap_t)
     add_run_args(p)
     return p

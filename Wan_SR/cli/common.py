@@ -5,15 +5,19 @@ import argparse
 import ast
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the description's line breaks."""
+
+
 def add_window_args(p: argparse.ArgumentParser, overlap_t: int) -> None:
     g = p.add_argument_group("sliding windows (SPEC §6)")
-    g.add_argument("--window_t", type=int, default=33, help="frames per temporal window (default 33)")
+    g.add_argument("--window_t", type=int, default=33, help="frames per temporal window")
     g.add_argument("--overlap_t", type=int, default=overlap_t,
-                   help=f"frames shared by consecutive windows (default {overlap_t})")
-    g.add_argument("--window_h", type=int, default=720, help="spatial tile height (default 720)")
-    g.add_argument("--overlap_h", type=int, default=128, help="tile overlap in height (default 128)")
-    g.add_argument("--window_w", type=int, default=1280, help="spatial tile width (default 1280)")
-    g.add_argument("--overlap_w", type=int, default=128, help="tile overlap in width (default 128)")
+                   help="frames shared by consecutive windows")
+    g.add_argument("--window_h", type=int, default=720, help="spatial tile height")
+    g.add_argument("--overlap_h", type=int, default=128, help="tile overlap in height")
+    g.add_argument("--window_w", type=int, default=1280, help="spatial tile width")
+    g.add_argument("--overlap_w", type=int, default=128, help="tile overlap in width")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +30,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="skip outputs that already exist with the input's frame count "
                         "(truncated outputs are redone)")
     g.add_argument("--save_quality", type=float, default=9.0,
-                   help="H.264 quality 0..10, 10 best (default 9, x264 CRF 5)")
+                   help="H.264 quality 0..10, 10 best (9 = x264 CRF 5)")
     g.add_argument("--temp_dir", default=None,
                    help="folder for intermediate files (the current version writes none: outputs "
                         "go to a temporary name beside the final file and are renamed when complete)")

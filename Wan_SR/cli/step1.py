@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_run_args, add_window_args, parse_float_list, validate_run_args
+from .common import HelpFormatter, add_run_args, add_window_args, parse_float_list, validate_run_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="inference_step_1.py", description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     io = p.add_argument_group("input / output")
     io.add_argument("--input_dir", default="videos_for_test/input",
                     help="folder of videos (mp4/mov/avi/mkv/webm) and/or folders of png/jpg frames")
@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help='draft timesteps, e.g. "[599,499,399]"')
     s.add_argument("--k_select", type=float, default=1.5,
                    help="draft block selection: blocks i with i %% k == k-1")
+    sp = p.add_argument_group("speed (GPU)")
+    sp.add_argument("--attention", default="auto",
+                    choices=["auto", "cudnn", "flash", "efficient", "math"],
+                    help="scaled-dot-product attention kernel of the DiT (auto: cuDNN first)")
+    sp.add_argument("--compile", action="store_true",
+                    help="torch.compile the DiT blocks (about 10 s once per run, ~13%% faster DiT)")
+    sp.add_argument("--no_channels_last", action="store_true",
+                    help="keep the VAE in channels-first layout (channels-last is ~20%% faster on GPU)")
     add_run_args(p)
     add_window_args(p, overlap_t=16)
     return p
@@ -100,7 +108,9 @@ def main(argv=None) -> int:
         pipe = PSSRPipeline.from_files(files, args.lora_base_path, args.lora_draft_path,
                                        prompt=prompt, negative_prompt=args.negative_prompt,
                                        config=cfg, device=device, dtype=dtype,
-                                       cache_dir=args.prompt_cache_dir, num_heads=args.num_heads)
+                                       cache_dir=args.prompt_cache_dir, num_heads=args.num_heads,
+                                       attention=args.attention)
+        pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last)
     except (MissingWeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .speculative import base_step, draft_steps
+from .speed import attention_context
 from .timeline import FlowTimeline
 
 
@@ -30,17 +32,26 @@ class SamplingConfig:
     record_blocks: list = field(default_factory=list)
 
 
-def pad_tile(video: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int, int]]:
-    """(T,3,H,W) -> padded (T',3,H',W'): T' = 4n+1 (last frame repeated), H', W' multiples of
-    ``multiple`` (edge replication). Returns the padded tensor and the original (T, H, W)."""
+def padded_shape(T: int, H: int, W: int, multiple: int = 16) -> tuple[int, int, int]:
+    """(T', H', W') the VAE is fed: T' = 4n+1 >= T, H', W' the next multiples of ``multiple``."""
+    return (((T - 1 + 3) // 4) * 4 + 1, -(-H // multiple) * multiple, -(-W // multiple) * multiple)
+
+
+def pad_frames(video: torch.Tensor, Tp: int, Hp: int, Wp: int) -> torch.Tensor:
+    """(T,3,H,W) -> (Tp,3,Hp,Wp): the last frame repeated, the right/bottom edges replicated."""
     T, _, H, W = video.shape
-    Tp = ((T - 1 + 3) // 4) * 4 + 1
-    Hp, Wp = -(-H // multiple) * multiple, -(-W // multiple) * multiple
     if Tp > T:
         video = torch.cat([video, video[-1:].expand(Tp - T, -1, -1, -1)], 0)
     if Hp > H or Wp > W:
         video = F.pad(video, (0, Wp - W, 0, Hp - H), mode="replicate")
-    return video, (T, H, W)
+    return video
+
+
+def pad_tile(video: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(T,3,H,W) -> padded (T',3,H',W'): T' = 4n+1 (last frame repeated), H', W' multiples of
+    ``multiple`` (edge replication). Returns the padded tensor and the original (T, H, W)."""
+    T, _, H, W = video.shape
+    return pad_frames(video, *padded_shape(T, H, W, multiple)), (T, H, W)
 
 
 class PSSRPipeline:
@@ -48,7 +59,7 @@ class PSSRPipeline:
 
     def __init__(self, vae, base_dit, draft, context: torch.Tensor,
                  negative_context: Optional[torch.Tensor], config: SamplingConfig,
-                 device="cpu", dtype=torch.float32):
+                 device="cpu", dtype=torch.float32, attention: str = "auto"):
         from ..models.draft import select_blocks
 
         self.vae, self.base, self.draft = vae, base_dit, draft
@@ -60,14 +71,35 @@ class PSSRPipeline:
         if not config.record_blocks:
             config.record_blocks = select_blocks(len(base_dit.blocks), config.k_select)
         self.timeline = FlowTimeline()
+        self.attention = attention
+        self.channels_last = False
         self.encode_calls = 0
         self.decode_calls = 0
+
+    def optimize(self, compile: bool = False, channels_last: bool = True) -> "PSSRPipeline":
+        """GPU speed switches (no effect on CPU): channels-last VAE convolutions, and with
+        ``compile`` torch.compile of every DiT block (once per process)."""
+        from .speed import compile_blocks, vae_channels_last
+
+        if self.device.type != "cuda":
+            return self
+        if channels_last:
+            vae_channels_last(self.vae)
+            self.channels_last = True
+        if compile:
+            compile_blocks(self.base)
+            compile_blocks(self.draft)
+        return self
+
+    def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_files(cls, wan_files, base_path, draft_path, *, prompt: str, negative_prompt: str,
                    config: SamplingConfig, device="cpu", dtype=torch.bfloat16,
-                   cache_dir: Optional[str] = None, num_heads: Optional[int] = None, log=print):
+                   cache_dir: Optional[str] = None, num_heads: Optional[int] = None,
+                   attention: str = "auto", log=print):
         from ..models.draft import load_draft
         from ..models.lora import load_base_checkpoint
         from ..models.text import PromptEncoder
@@ -92,7 +124,8 @@ class PSSRPipeline:
                            num_heads=num_heads or base.config["num_heads"], dtype=dtype,
                            device=device)
         vae = load_vae(wan_files.vae, dtype=dtype, device=device)
-        return cls(vae, base, draft, context, negative, config, device=device, dtype=dtype)
+        return cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
+                   attention=attention)
 
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -101,20 +134,22 @@ class PSSRPipeline:
 
         self.encode_calls += 1
         x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
-        return vae_encode(self.vae, x)
+        return vae_encode(self.vae, self._memory_format(x)).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
         from ..models.wan import vae_decode
 
         self.decode_calls += 1
-        y = vae_decode(self.vae, latents)[0].permute(1, 0, 2, 3).float()
+        y = vae_decode(self.vae, self._memory_format(latents))[0].permute(1, 0, 2, 3).float()
         return (y + 1) / 2
 
     def sample_latents(self, z_l: torch.Tensor, num_draft_steps: Optional[int] = None) -> list:
         """Base step then ``num_draft_steps`` draft steps; returns [x0_base, x0_draft_1, ...]."""
-        from .speculative import base_step, draft_steps
+        with attention_context(self.attention, self.device):
+            return self._sample_latents(z_l, num_draft_steps)
 
+    def _sample_latents(self, z_l, num_draft_steps):
         cfg = self.config
         tlist = list(cfg.timestep_draft_list)
         n = len(tlist) if num_draft_steps is None else num_draft_steps

@@ -1,0 +1,58 @@
+"""End-to-end frames/s of inference_step_1.py on a real clip with real-size random weights.
+
+    python benchmarks/bench_e2e.py --clip_dir DIR --out benchmarks/results/e2e_h100.json
+
+Writes random real-size checkpoints with the factory (once, into --work), then runs the CLI
+(--outputs final --compile) for each window mode and reads the per-clip time it prints.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ROOT, environment, write_json
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clip_dir", required=True)
+    ap.add_argument("--work", default="/tmp/pssr_e2e")
+    ap.add_argument("--modes", default="pixel,latent")
+    ap.add_argument("--extra", default="--outputs final --compile")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    work = Path(a.work)
+    env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
+    res = {"env": environment("cuda"), "settings": vars(a), "runs": {}}
+    if not (work / "checkpoints/pretrained_models/draft.safetensors").exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "Wan_SR.tools.make_tiny_checkpoints", "--out", str(work),
+                        "--size", "real"], check=True, cwd=ROOT, env=env)
+        res["factory_s"] = time.perf_counter() - t0
+    for mode in a.modes.split(","):
+        cmd = [sys.executable, str(ROOT / "inference_step_1.py"), "--input_dir", a.clip_dir,
+               "--output_dir", str(work / f"out_{mode}"), "--wan_model_dir",
+               str(work / "dependent_models/Wan2.1-T2V-1.3B"),
+               "--lora_base_path", str(work / "checkpoints/pretrained_models/base.safetensors"),
+               "--lora_draft_path", str(work / "checkpoints/pretrained_models/draft.safetensors"),
+               ] + (["--window_space", mode] if mode != "pixel" else []) + a.extra.split()
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        wall = time.perf_counter() - t0
+        print(r.stdout[-3000:], r.stderr[-3000:])
+        runs = [(m.group(1), int(m.group(2)), float(m.group(3)), float(m.group(4)))
+                for m in re.finditer(r"^(\S+): (\d+) frames at \S+ fps in ([\d.]+) s \(([\d.]+) frames/s\)",
+                                     r.stdout, re.M)]
+        res["runs"][mode] = {"returncode": r.returncode, "wall_s_including_load": wall,
+                             "clips": [{"name": n, "frames": f, "seconds": s, "frames_per_s": fps}
+                                       for n, f, s, fps in runs]}
+    write_json(res, a.out)
+
+
+if __name__ == "__main__":
+    main()
