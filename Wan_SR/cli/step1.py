@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='draft timesteps, e.g. "[599,499,399]"')
     s.add_argument("--k_select", type=float, default=1.5,
                    help="draft block selection: blocks i with i %% k == k-1")
+    s.add_argument("--window_space", default="pixel", choices=["pixel", "latent"],
+                   help="pixel: the published method, every window x tile is encoded and decoded "
+                        "on its own and blended in pixels (SPEC 6). latent (opt-in, not the "
+                        "published method): encode each clip once, run the DiT on latent windows "
+                        "blended on latents, decode each branch once (fewer VAE passes; see "
+                        "Wan_SR/sampling/latent_windows.py for the differences)")
     sp = p.add_argument_group("speed (GPU)")
     sp.add_argument("--attention", default="auto",
                     choices=["auto", "cudnn", "flash", "efficient", "math"],
@@ -118,7 +124,8 @@ def main(argv=None) -> int:
         outputs=outputs, upscale=args.upscale, fps=args.fps, save_quality=args.save_quality,
         skip_existing=args.skip_existing, sort_files=args.sort_files, copy_audio=not args.no_audio,
         windows=WindowOptions(args.window_t, args.overlap_t, args.window_h, args.overlap_h,
-                              args.window_w, args.overlap_w))
+                              args.window_w, args.overlap_w),
+        window_space=args.window_space)
     try:
         return restore_folder(pipe, args.input_dir, args.output_dir, opts)
     except ValueError as e:
