@@ -242,9 +242,12 @@ class FrameReader:
     """Random-looking access to a forward-moving stream: ``get(start, count)`` with
     non-decreasing ``start`` keeps only frames from ``start`` on in memory."""
 
-    def __init__(self, path: str | os.PathLike, info: Optional[VideoInfo] = None, chunk: int = 8):
+    def __init__(self, path: str | os.PathLike, info: Optional[VideoInfo] = None, chunk: int = 8,
+                 prefetch: int = 0):
         self.info = info or probe(path)
         self._it = iter_frames(self.info.path, chunk=chunk, info=self.info)
+        if prefetch > 0:  # decode up to `prefetch` chunks ahead in a thread
+            self._it = _prefetched(self._it, prefetch)
         self._buf: deque[np.ndarray] = deque()
         self._first = 0  # index of _buf[0]
         self._last_start = 0
@@ -278,6 +281,50 @@ class FrameReader:
         self._it.close()
 
 
+_END = object()
+
+
+def _prefetched(it: Iterator, depth: int) -> Iterator:
+    """Run ``it`` in a daemon thread, ``depth`` items ahead; exceptions re-raised in order."""
+    import queue
+    import threading
+
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in it:
+                while not stop.is_set():
+                    try:
+                        q.put(("ok", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", _END))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(("err", e))
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "err":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        close = getattr(it, "close", None)
+        if close is not None and not t.is_alive():
+            close()
+
+
 def quality_to_crf(quality: float) -> int:
     """``quality`` 0..10 (imageio's scale, 10 = best) -> x264 CRF 51..0."""
     q = min(max(float(quality), 0.0), 10.0)
@@ -296,7 +343,7 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: float | str, size: tuple[int, int],
                  quality: float = 9.0, audio_from: Optional[str | os.PathLike] = None,
-                 audio_codec: Optional[str] = None):
+                 audio_codec: Optional[str] = None, background: bool = False):
         self.path = Path(path)
         self.width, self.height = int(size[0]), int(size[1])
         self.rate = fps if isinstance(fps, str) else None
@@ -323,6 +370,50 @@ class VideoWriter:
                                       stderr=subprocess.PIPE)
         self.frames_written = 0
         self._closed = False
+        self._queue = self._thread = None
+        self._error: Optional[BaseException] = None
+        if background:  # pipe writes (x264 back-pressure) happen in a thread
+            import queue
+            import threading
+
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._drain, daemon=True)
+            self._thread.start()
+
+    def _drain(self):
+        while True:
+            buf = self._queue.get()
+            if buf is None:
+                return
+            if self._error is not None:
+                continue
+            try:
+                self._proc.stdin.write(buf)
+            except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+                self._error = e
+
+    def _write_bytes(self, buf: bytes) -> None:
+        if self._queue is not None:
+            if self._error is not None:
+                self._raise_pipe_error(self._error)
+            self._queue.put(buf)
+            return
+        try:
+            self._proc.stdin.write(buf)
+        except BrokenPipeError as e:
+            self._raise_pipe_error(e)
+
+    def _raise_pipe_error(self, e: BaseException):
+        if not isinstance(e, (BrokenPipeError, OSError)):
+            raise e
+        err = self._proc.stderr.read().decode("utf-8", "replace")
+        raise VideoError(f"{self.path}: ffmpeg stopped: {err.strip()[-300:]}") from e
+
+    def _stop_thread(self):
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def write(self, frames: np.ndarray) -> None:
         frames = np.asarray(frames)
@@ -332,17 +423,19 @@ class VideoWriter:
             raise ValueError(f"VideoWriter({self.path.name}): expected uint8 frames of shape "
                              f"(N, {self.height}, {self.width}, 3), got {frames.dtype} "
                              f"{tuple(frames.shape)}")
-        try:
-            self._proc.stdin.write(np.ascontiguousarray(frames).tobytes())
-        except BrokenPipeError as e:
-            err = self._proc.stderr.read().decode("utf-8", "replace")
-            raise VideoError(f"{self.path}: ffmpeg stopped: {err.strip()[-300:]}") from e
+        self._write_bytes(np.ascontiguousarray(frames).tobytes())
         self.frames_written += frames.shape[0]
 
     def close(self) -> Path:
         if self._closed:
             return self.path
         self._closed = True
+        self._stop_thread()
+        if self._error is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self.tmp.unlink(missing_ok=True)
+            raise VideoError(f"{self.path}: writing failed ({self._error})")
         self._proc.stdin.close()
         err = self._proc.stderr.read().decode("utf-8", "replace")
         rc = self._proc.wait()
@@ -356,11 +449,12 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
+        self._proc.kill()
+        self._stop_thread()
         try:
             self._proc.stdin.close()
         except Exception:
             pass
-        self._proc.kill()
         self._proc.wait()
         self.tmp.unlink(missing_ok=True)
 

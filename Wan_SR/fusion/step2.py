@@ -100,13 +100,13 @@ def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
     """Stream one pair through the fusion into ``out_path``; returns the frames written."""
     n = info_c.num_frames
     audio = info_c.path if info_c.has_audio else None
-    reader_c = video_io.FrameReader(info_c.path, info=info_c)
-    reader_s = video_io.FrameReader(info_s.path, info=info_s)
+    reader_c = video_io.FrameReader(info_c.path, info=info_c, prefetch=4)
+    reader_s = video_io.FrameReader(info_s.path, info=info_s, prefetch=4)
     bar = tqdm(total=n, desc=name, unit="frame", dynamic_ncols=True)
     try:
         with video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
                                   quality=opts.save_quality, audio_from=audio,
-                                  audio_codec=info_c.audio_codec) as writer:
+                                  audio_codec=info_c.audio_codec, background=True) as writer:
             done = 0  # frames [0, done) are fused and written
             for start, count in iter_windows(n, opts.window_t, opts.overlap_t):
                 end = start + count

@@ -234,7 +234,7 @@ def restore_video_latent(pipe, in_path, output_dir, opts: RestoreOptions, info=N
     groups = _decode_groups(job)
     total = Tl + len(starts) * len(boxes) + Tl * len(groups)
     writers = {}
-    reader = video_io.FrameReader(job.info.path, info=job.info)
+    reader = video_io.FrameReader(job.info.path, info=job.info, prefetch=4)
     bar = tqdm(total=total, desc=job.name, unit="step", dynamic_ncols=True, disable=not progress)
     try:
         writers = open_writers(job, output_dir, opts)

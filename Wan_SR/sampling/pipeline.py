@@ -76,10 +76,12 @@ class PSSRPipeline:
         self.encode_calls = 0
         self.decode_calls = 0
 
-    def optimize(self, compile: bool = False, channels_last: bool = True) -> "PSSRPipeline":
+    def optimize(self, compile: bool = False, channels_last: bool = True,
+                 compile_vae: bool = False) -> "PSSRPipeline":
         """GPU speed switches (no effect on CPU): channels-last VAE convolutions, and with
-        ``compile`` torch.compile of every DiT block (once per process)."""
-        from .speed import compile_blocks, vae_channels_last
+        ``compile`` torch.compile of every DiT block (once per process); ``compile_vae`` also
+        compiles the VAE's normalisation layers."""
+        from .speed import compile_blocks, compile_vae_norms, vae_channels_last
 
         if self.device.type != "cuda":
             return self
@@ -89,6 +91,8 @@ class PSSRPipeline:
         if compile:
             compile_blocks(self.base)
             compile_blocks(self.draft)
+        if compile_vae:
+            compile_vae_norms(self.vae)
         return self
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:

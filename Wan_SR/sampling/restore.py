@@ -114,7 +114,7 @@ def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
             writers[o] = video_io.VideoWriter(output_path(output_dir, o, job.name),
                                               fps=job.info.rate, size=(job.width, job.height),
                                               quality=opts.save_quality, audio_from=job.audio,
-                                              audio_codec=job.info.audio_codec)
+                                              audio_codec=job.info.audio_codec, background=True)
     except BaseException:
         abort_writers(writers)
         raise
@@ -179,7 +179,8 @@ def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
     boxes = tile_boxes(H, W, w.window_h, w.window_w, w.overlap_h, w.overlap_w)
     blenders = {b: TemporalBlender(starts, N) for b in decode}
     writers = {}
-    reader = video_io.FrameReader(info.path, info=info)
+    # frames are decoded ahead in a thread; blending and fusion stay on the pipeline's device
+    reader = video_io.FrameReader(info.path, info=info, chunk=8, prefetch=2 * (t_win // 8 + 1))
     bar = tqdm(total=N, desc=job.name, unit="frame", dynamic_ncols=True, disable=not progress)
     try:
         writers = open_writers(job, output_dir, opts)
@@ -187,14 +188,15 @@ def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
             frames = video_io.frames_to_tensor(reader.get(s, t_win), pipe.device)
             frames = resize_frames(frames, job)
             if len(boxes) == 1:
-                window = {b: v.cpu() for b, v in pipe.run_tile(frames, decode).items()}
+                window = pipe.run_tile(frames, decode)
             else:
-                accs = {b: SpatialAccumulator((t_win, 3, H, W), w.overlap_h, w.overlap_w)
+                accs = {b: SpatialAccumulator((t_win, 3, H, W), w.overlap_h, w.overlap_w,
+                                              device=pipe.device)
                         for b in decode}
                 for top, left, th, tw in boxes:
                     tile = pipe.run_tile(frames[..., top:top + th, left:left + tw], decode)
                     for b in decode:
-                        accs[b].add(tile[b].cpu(), top, left)
+                        accs[b].add(tile[b], top, left)
                 window = {b: accs[b].result() for b in decode}
             done = {b: blenders[b].add(window[b]) for b in decode}
             write_outputs(writers, done, job, opts, pipe.device)

@@ -51,3 +51,13 @@ def vae_channels_last(vae) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
         elif isinstance(m, torch.nn.Conv2d):
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+
+
+def compile_vae_norms(vae) -> None:
+    """Compile the VAE's RMS norms (normalise, scale, shift: one fused kernel instead of several
+    memory-bound passes over full-resolution activations)."""
+    from diffsynth.models.wan_video_vae import RMS_norm
+
+    for m in vae.model.modules():
+        if isinstance(m, RMS_norm):
+            m.compile(dynamic=True)

@@ -1,0 +1,181 @@
+"""Per-frame image-quality metrics through pyiqa.
+
+Every metric is created with ``pyiqa.create_metric(name, device=..., as_loss=False)`` inside
+:func:`Wan_SR.metrics.weights.weight_guard` (offline-safe weight lookup). Frames are
+``(B, 3, H, W)`` float tensors in [0, 1]; each call returns one score per frame.
+
+PSNR / SSIM (names ``psnr``, ``ssim``, ``psnry``, ``ssimc``) are handled as follows, so the
+numbers are the standard per-frame values used in SR papers:
+
+- pyiqa's own ``test_y_channel`` is switched off (pyiqa's default Y is YIQ's, and pyiqa's
+  ``ssim`` preset even defaults to Y). With ``--test_y_channel`` (always for ``psnry``, never
+  for ``ssimc``) the frame is first converted here to SPEC section 10's luma
+  ``Y = 0.257 R + 0.504 G + 0.098 B + 0.0625`` on [0, 1] RGB and the one-channel image is
+  scored; otherwise all three RGB channels are scored.
+- Border crop (``--crop``) is done by the caller for every full-reference metric, so
+  pyiqa's ``crop_border`` stays 0.
+- PSNR = ``10 log10(1 / MSE)`` over all pixels (and channels) of one frame, in float64, with
+  pyiqa's ``eps`` set to 0 (pyiqa adds 1e-8 to the MSE by default, which caps identical frames
+  at 80 dB and biases every value). A frame's PSNR is clipped to at most
+  :data:`PSNR_CAP_DB` = 100 dB, so identical frames score 100 and the JSON stays finite.
+- SSIM is pyiqa's MATLAB-compatible SSIM: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03,
+  'valid' filtering, no downsampling, data range 255 with inputs rounded to 8-bit levels
+  (``round(255 x)``; exact for RGB, quantises the float Y), the contrast-structure term clamped
+  at 0 (pyiqa's ``relu``), mean over the map and channels. pyiqa filters with a full 11x11
+  float64 convolution, which takes ~30 s per 1080p frame on a 2-core CPU; on the CPU (default,
+  ``fast_ssim=None``) :func:`ssim_separable` computes the same quantity with the Gaussian split
+  into 11x1 and 1x11 passes (same window, constants, rounding and clamp, window in float64
+  where pyiqa stores it in float32: values agree to ~2e-7, checked in tests/test_metrics.py).
+  On CUDA pyiqa's own module is used.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+PSNR_CAP_DB = 100.0
+Y_COEFFS = (0.257, 0.504, 0.098)
+Y_OFFSET = 0.0625
+
+# metrics that score a whole set of images, not one frame (not supported per frame)
+SET_LEVEL = {"fid", "fid_dinov2", "sfid", "inception_score"}
+# metrics that need extra inputs (captions / pairs) this tool does not provide
+UNSUPPORTED = {"clipscore": "needs a caption per image", "compare2score": "pairwise model"}
+# name -> (pyiqa preset, use Y: True / False / None = follow --test_y_channel)
+CLASSIC = {"psnr": ("psnr", None), "psnry": ("psnr", True), "ssim": ("ssim", None),
+           "ssimc": ("ssimc", False)}
+
+
+class MetricError(ValueError):
+    """Bad metric request (unknown name, unsupported kind, FR metric without --gt)."""
+
+
+def rgb_to_y(x):
+    """(B, 3, H, W) RGB in [0, 1] -> (B, 1, H, W) Y = .257R + .504G + .098B + .0625."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return Y_COEFFS[0] * r + Y_COEFFS[1] * g + Y_COEFFS[2] * b + Y_OFFSET
+
+
+def _gauss_1d(size: int = 11, sigma: float = 1.5):
+    import torch
+
+    r = (size - 1) / 2.0
+    x = torch.arange(size, dtype=torch.float64) - r
+    g = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return g / g.sum()
+
+
+def ssim_separable(x, y, data_range: float = 255.0):
+    """pyiqa's SSIM (``pyiqa.archs.ssim_arch.SSIM`` with test_y_channel=False, downsample=False)
+    with a separable Gaussian. ``x``, ``y``: (B, C, H, W) in [0, 1] -> (B,) float64."""
+    import torch
+    import torch.nn.functional as F
+
+    x = (x.to(torch.float64) * data_range).round()
+    y = (y.to(torch.float64) * data_range).round()
+    c = x.shape[1]
+    g = _gauss_1d().to(x.device)
+    wv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
+    wh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
+
+    def filt(t):
+        return F.conv2d(F.conv2d(t, wv, groups=c), wh, groups=c)
+
+    c1 = (0.01 * data_range) ** 2
+    c2 = (0.03 * data_range) ** 2
+    mu1, mu2 = filt(x), filt(y)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = filt(x * x) - mu1_sq
+    s2 = filt(y * y) - mu2_sq
+    s12 = filt(x * y) - mu1_mu2
+    cs = F.relu((2 * s12 + c2) / (s1 + s2 + c2))
+    return (((2 * mu1_mu2 + c1) / (mu1_sq + mu2_sq + c1)) * cs).mean([1, 2, 3])
+
+
+def available_metrics() -> list[str]:
+    import pyiqa
+
+    return list(pyiqa.list_models())
+
+
+def metric_mode(name: str) -> str:
+    """'FR' or 'NR' for a pyiqa metric name (no model is built)."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    if name not in DEFAULT_CONFIGS:
+        raise MetricError(f"unknown metric '{name}'")
+    return DEFAULT_CONFIGS[name].get("metric_mode", "NR")
+
+
+class IQAMetric:
+    """One pyiqa metric, scoring frames one score per frame."""
+
+    def __init__(self, name: str, device: str = "cpu", test_y_channel: bool = False,
+                 weights_dir: Optional[str] = None, fast_ssim: Optional[bool] = None):
+        from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+        self.name = name
+        if name in SET_LEVEL:
+            raise MetricError(f"metric '{name}' is a set-level (distribution) metric, "
+                              f"not a per-frame one; it is not supported here")
+        if name in UNSUPPORTED:
+            raise MetricError(f"metric '{name}' is not supported here ({UNSUPPORTED[name]})")
+        if name not in DEFAULT_CONFIGS:
+            raise MetricError(f"unknown metric '{name}'. pyiqa metrics: "
+                              f"{', '.join(sorted(DEFAULT_CONFIGS))}; plus 'ewarp'")
+        cfg = DEFAULT_CONFIGS[name]
+        self.mode = cfg.get("metric_mode", "NR")
+        self.lower_better = bool(cfg.get("lower_better", False))
+        self.device = device
+        self.classic = name in CLASSIC
+        kwargs = {}
+        if self.classic:
+            preset, use_y = CLASSIC[name]
+            self.use_y = test_y_channel if use_y is None else use_y
+            kwargs = {"test_y_channel": False, "crop_border": 0}
+            if preset == "psnr":
+                kwargs["eps"] = 0.0
+            self.preset = preset
+            if fast_ssim is None:
+                fast_ssim = not str(device).startswith("cuda")
+            self.fast_ssim = bool(fast_ssim) and preset in ("ssim", "ssimc")
+        else:
+            self.fast_ssim = False
+            self.use_y = False
+            self.preset = name
+        from .weights import weight_guard
+        import pyiqa
+
+        with weight_guard(name, weights_dir):
+            self.model = pyiqa.create_metric(self.preset, device=device, as_loss=False, **kwargs)
+
+    def __call__(self, pred, gt=None) -> np.ndarray:
+        """``pred``/``gt``: (B, 3, H, W) float tensors in [0, 1] on any device -> (B,) float64."""
+        import torch
+
+        b = pred.shape[0]
+        if self.mode == "FR" and gt is None:
+            raise MetricError(f"metric '{self.name}' is full-reference and needs --gt")
+        with torch.no_grad():
+            if self.classic:
+                p = pred.to(self.device, torch.float64)
+                g = gt.to(self.device, torch.float64)
+                if self.use_y:
+                    p, g = rgb_to_y(p), rgb_to_y(g)
+                out = ssim_separable(p, g) if self.fast_ssim else self.model(p, g)
+            else:
+                p = pred.to(self.device, torch.float32)
+                if self.mode == "FR":
+                    out = self.model(p, gt.to(self.device, torch.float32))
+                else:
+                    out = self.model(p)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        scores = torch.as_tensor(out).detach().double().cpu().reshape(-1).numpy()
+        if scores.size != b:
+            raise RuntimeError(f"metric '{self.name}' returned {scores.size} values for {b} "
+                               f"frames; score without --batch_mode")
+        if self.preset == "psnr":
+            scores = np.minimum(scores, PSNR_CAP_DB)  # identical frames: +inf -> cap
+        return scores
