@@ -1,9 +1,10 @@
 """End-to-end frames/s of inference_step_1.py on a real clip with real-size random weights.
 
-    python benchmarks/bench_e2e.py --clip_dir DIR --out benchmarks/results/e2e_h100.json
+    python benchmarks/bench_e2e.py --clip PATH.mp4 --out benchmarks/results/e2e_h100.json
 
-Writes random real-size checkpoints with the factory (once, into --work), then runs the CLI
-(--outputs final --compile) for each window mode and reads the per-clip time it prints.
+Writes random real-size checkpoints with the factory (once, into --work), then runs the CLI for
+each variant and reads the per-clip time it prints. Variants with --compile process the clip
+twice in one run: the first copy pays the one-off compile, the second shows the steady state.
 """
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ from pathlib import Path
 
 from common import ROOT, environment, write_json
 
+VARIANTS = {
+    "pixel": ("--outputs final", 1),
+    "latent": ("--outputs final --window_space latent", 1),
+    "pixel_compile": ("--outputs final --compile", 2),
+    "latent_compile": ("--outputs final --compile --window_space latent", 2),
+}
+
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--clip_dir", required=True)
+    ap.add_argument("--clip", required=True)
     ap.add_argument("--work", default="/tmp/pssr_e2e")
-    ap.add_argument("--modes", default="pixel,latent")
-    ap.add_argument("--extra", default="--outputs final --compile")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     work = Path(a.work)
@@ -34,21 +41,30 @@ def main():
         subprocess.run([sys.executable, "-m", "Wan_SR.tools.make_tiny_checkpoints", "--out", str(work),
                         "--size", "real"], check=True, cwd=ROOT, env=env)
         res["factory_s"] = time.perf_counter() - t0
-    for mode in a.modes.split(","):
-        cmd = [sys.executable, str(ROOT / "inference_step_1.py"), "--input_dir", a.clip_dir,
-               "--output_dir", str(work / f"out_{mode}"), "--wan_model_dir",
+    clip = Path(a.clip).resolve()
+    for name in a.variants.split(","):
+        extra, copies = VARIANTS[name]
+        in_dir = work / f"in_{copies}"
+        in_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            link = in_dir / f"{clip.stem}_{k}{clip.suffix}"
+            if not link.exists():
+                link.symlink_to(clip)
+        cmd = [sys.executable, str(ROOT / "inference_step_1.py"), "--input_dir", str(in_dir),
+               "--output_dir", str(work / f"out_{name}"), "--sort_files", "--wan_model_dir",
                str(work / "dependent_models/Wan2.1-T2V-1.3B"),
                "--lora_base_path", str(work / "checkpoints/pretrained_models/base.safetensors"),
                "--lora_draft_path", str(work / "checkpoints/pretrained_models/draft.safetensors"),
-               ] + (["--window_space", mode] if mode != "pixel" else []) + a.extra.split()
+               ] + extra.split()
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         wall = time.perf_counter() - t0
-        print(r.stdout[-3000:], r.stderr[-3000:])
+        print(name, r.returncode, r.stdout[-1500:], r.stderr[-1500:] if r.returncode else "")
         runs = [(m.group(1), int(m.group(2)), float(m.group(3)), float(m.group(4)))
                 for m in re.finditer(r"^(\S+): (\d+) frames at \S+ fps in ([\d.]+) s \(([\d.]+) frames/s\)",
                                      r.stdout, re.M)]
-        res["runs"][mode] = {"returncode": r.returncode, "wall_s_including_load": wall,
+        res["runs"][name] = {"args": extra, "returncode": r.returncode,
+                             "wall_s_including_model_load": wall,
                              "clips": [{"name": n, "frames": f, "seconds": s, "frames_per_s": fps}
                                        for n, f, s, fps in runs]}
     write_json(res, a.out)
