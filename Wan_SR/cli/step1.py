@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the DiT blocks (about 10 s once per run, ~13%% faster DiT)")
     sp.add_argument("--no_channels_last", action="store_true",
                     help="keep the VAE in channels-first layout (channels-last is ~20%% faster on GPU)")
+    sp.add_argument("--low_memory", action="store_true",
+                    help="for 24 GB cards and 1080p: VAE in spatial tiles (slightly different "
+                         "values near tile seams) and the DiTs kept on the CPU between steps "
+                         "(pixel windows only)")
     add_run_args(p)
     add_window_args(p, overlap_t=16)
     return p
@@ -117,6 +121,11 @@ def main(argv=None) -> int:
                                        cache_dir=args.prompt_cache_dir, num_heads=args.num_heads,
                                        attention=args.attention)
         pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last)
+        if args.low_memory:
+            if args.window_space == "latent":
+                raise ValueError("--low_memory works with pixel windows only "
+                                 "(drop --window_space latent)")
+            pipe.enable_low_memory()
     except (MissingWeightsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ and crops back.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -73,6 +74,8 @@ class PSSRPipeline:
         self.timeline = FlowTimeline()
         self.attention = attention
         self.channels_last = False
+        self.vae_tiles = None        # (tile, stride) in latent pixels when VAE tiling is on
+        self.offload = False         # DiTs live on the CPU and visit the device for their step
         self.encode_calls = 0
         self.decode_calls = 0
 
@@ -94,6 +97,34 @@ class PSSRPipeline:
         if compile_vae:
             compile_vae_norms(self.vae)
         return self
+
+    def enable_low_memory(self, vae_tile=(34, 34), vae_stride=(18, 16),
+                          offload: bool = True) -> "PSSRPipeline":
+        """Low-memory mode (24 GB cards, 1080p): the VAE works in spatial tiles (diffsynth's
+        tiled encode/decode, results blended on the CPU; values differ slightly from untiled
+        near tile seams), and with ``offload`` the base and draft DiTs stay on the CPU and
+        move to the device only for their step."""
+        self.vae_tiles = (tuple(vae_tile), tuple(vae_stride))
+        self.offload = offload and self.device.type == "cuda"
+        if self.offload:
+            self.base.to("cpu")
+            self.draft.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return self
+
+    @contextlib.contextmanager
+    def _on_device(self, model):
+        """Yield ``model`` on the device; with offload, send it back to the CPU afterwards."""
+        if not self.offload:
+            yield model
+            return
+        model.to(self.device)
+        try:
+            yield model
+        finally:
+            model.to("cpu")
+            torch.cuda.empty_cache()
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
@@ -138,6 +169,10 @@ class PSSRPipeline:
 
         self.encode_calls += 1
         x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
+        if self.vae_tiles:
+            tile, stride = self.vae_tiles
+            return self.vae.encode(x, self.device, tiled=True, tile_size=tile,
+                                   tile_stride=stride).to(self.device, self.dtype)
         return vae_encode(self.vae, self._memory_format(x)).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -145,6 +180,11 @@ class PSSRPipeline:
         from ..models.wan import vae_decode
 
         self.decode_calls += 1
+        if self.vae_tiles:
+            tile, stride = self.vae_tiles
+            y = self.vae.decode(latents.to(self.dtype), self.device, tiled=True, tile_size=tile,
+                                tile_stride=stride)[0].to(self.device).permute(1, 0, 2, 3).float()
+            return (y + 1) / 2
         y = vae_decode(self.vae, self._memory_format(latents))[0].permute(1, 0, 2, 3).float()
         return (y + 1) / 2
 
@@ -158,16 +198,18 @@ class PSSRPipeline:
         tlist = list(cfg.timestep_draft_list)
         n = len(tlist) if num_draft_steps is None else num_draft_steps
         t_next = tlist[0] if tlist else 0
-        b = base_step(self.base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
-                      t_next=t_next, record_blocks=cfg.record_blocks if n else (),
-                      cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
+        with self._on_device(self.base) as base:
+            b = base_step(base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
+                          t_next=t_next, record_blocks=cfg.record_blocks if n else (),
+                          cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
         out = [b.x0]
         if n:
             # steps after the last requested one are skipped: x0_k = z_k - sigma(t_k) v_k does
             # not depend on where step k would move z next
-            x0s, _ = draft_steps(self.draft, b.z_next, z_l, self.context, b.features,
-                                 self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
-                                 negative_context=self.negative_context)
+            with self._on_device(self.draft) as draft:
+                x0s, _ = draft_steps(draft, b.z_next, z_l, self.context, b.features,
+                                     self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
+                                     negative_context=self.negative_context)
             out += x0s
         return out
 
