@@ -33,6 +33,21 @@ def tiny_paths(tiny_root):
                 draft=ck / "draft.safetensors")
 
 
+@pytest.fixture(scope="session")
+def pipe(tiny_paths, tmp_path_factory):
+    """A float32 CPU PSSRPipeline on the tiny checkpoints, loaded through the public loader."""
+    import torch
+
+    from Wan_SR.models.wan import resolve_wan_files
+    from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig
+
+    files = resolve_wan_files(str(tiny_paths["wan_dir"]))
+    return PSSRPipeline.from_files(
+        files, tiny_paths["base"], tiny_paths["draft"], prompt="a test prompt",
+        negative_prompt="bad", config=SamplingConfig(), device="cpu", dtype=torch.float32,
+        cache_dir=str(tmp_path_factory.mktemp("pcache")), log=lambda *a: None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_prompt_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("PSSR_CACHE_DIR", str(tmp_path / "cache"))

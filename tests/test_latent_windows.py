@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from Wan_SR.data import video_io
-from Wan_SR.models.wan import resolve_wan_files
 from Wan_SR.sampling import latent_windows as lw
-from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig, pad_tile
+from Wan_SR.sampling.pipeline import pad_tile
 from Wan_SR.sampling.restore import (RestoreOptions, WindowOptions, plan_video, restore_folder,
                                      restore_video)
 from test_step1 import make_clip
@@ -29,15 +28,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_paths, tmp_path_factory):
-    files = resolve_wan_files(str(tiny_paths["wan_dir"]))
-    return PSSRPipeline.from_files(
-        files, tiny_paths["base"], tiny_paths["draft"], prompt="a test prompt",
-        negative_prompt="bad", config=SamplingConfig(), device="cpu", dtype=torch.float32,
-        cache_dir=str(tmp_path_factory.mktemp("pcache")), log=lambda *a: None)
 
 
 @pytest.fixture(scope="module")

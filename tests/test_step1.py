@@ -9,8 +9,7 @@ import torch
 
 from conftest import ROOT
 from Wan_SR.data import video_io
-from Wan_SR.models.wan import resolve_wan_files
-from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig, branch_names, pad_tile
+from Wan_SR.sampling.pipeline import branch_names, pad_tile
 from Wan_SR.sampling.restore import RestoreOptions, WindowOptions, restore_folder, restore_video
 from Wan_SR.sampling.speculative import base_step
 
@@ -30,15 +29,6 @@ def make_clip(path, n=9, h=48, w=48, fps=24000 / 1001, seed=0):
                                         (3 * x + 2 * y + 5 * t) % 256), -1)
     frames = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
     return video_io.write_video(path, frames, fps=fps)
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_paths, tmp_path_factory):
-    files = resolve_wan_files(str(tiny_paths["wan_dir"]))
-    return PSSRPipeline.from_files(
-        files, tiny_paths["base"], tiny_paths["draft"], prompt="a test prompt",
-        negative_prompt="bad", config=SamplingConfig(), device="cpu", dtype=torch.float32,
-        cache_dir=str(tmp_path_factory.mktemp("pcache")), log=lambda *a: None)
 
 
 def test_pad_tile_to_4n_plus_1_and_16():
