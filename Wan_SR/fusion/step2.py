@@ -21,22 +21,17 @@ from tqdm import tqdm
 from Wan_SR.cli.common import resolve_device
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
-from Wan_SR.sampling.windows import iter_windows
+from Wan_SR.sampling.windows import WindowOptions, iter_windows
 
 
 @dataclass
-class Step2Options:
+class Step2Options(WindowOptions):
+    overlap_t: int = 8  # step 2's temporal overlap (windows only bound memory here)
     fc: float = 0.20
     alpha: float = 0.6
     border: int = 2
     order: int = 2
     eps: float = 1e-6
-    window_t: int = 33
-    overlap_t: int = 8
-    window_h: int = 720
-    overlap_h: int = 128
-    window_w: int = 1280
-    overlap_w: int = 128
     device: Optional[str] = None  # None: cuda if available, else cpu
     fps: Optional[float] = None  # None: the consistent video's rate
     sort_files: bool = False

@@ -18,19 +18,10 @@ import torch.nn.functional as F
 
 from ..data import video_io
 from .pipeline import branch_names
-from .windows import SpatialAccumulator, TemporalBlender, tile_boxes, window_starts
+from .windows import (SpatialAccumulator, TemporalBlender, WindowOptions, tile_boxes,
+                      window_starts)
 
 FINAL = "final"
-
-
-@dataclass
-class WindowOptions:
-    window_t: int = 33
-    overlap_t: int = 16
-    window_h: int = 720
-    overlap_h: int = 128
-    window_w: int = 1280
-    overlap_w: int = 128
 
 
 @dataclass

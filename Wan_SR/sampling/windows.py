@@ -9,9 +9,21 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
+
+
+@dataclass
+class WindowOptions:
+    """Window sizes and overlaps in pixels / frames (SPEC §6 defaults, step-1 overlap)."""
+    window_t: int = 33
+    overlap_t: int = 16
+    window_h: int = 720
+    overlap_h: int = 128
+    window_w: int = 1280
+    overlap_w: int = 128
 
 
 def window_starts(length: int, window: int, overlap: int) -> list[int]:
