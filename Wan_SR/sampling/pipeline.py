@@ -88,6 +88,8 @@ class PSSRPipeline:
 
         if self.device.type != "cuda":
             return self
+        # window and tile shapes repeat, so cuDNN's autotuner pays for itself after one window
+        torch.backends.cudnn.benchmark = True
         if channels_last:
             vae_channels_last(self.vae)
             self.channels_last = True
