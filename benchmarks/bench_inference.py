@@ -64,7 +64,6 @@ def main():
     tl = fast.timeline
     ids = fast.config.record_blocks
     last = f"base+draft_{len(fast.config.timestep_draft_list)}"
-    all_branches = ["base"] + [f"base+draft_{k}" for k in (1, 2, 3)]
 
     def ours(pipe):
         out = pipe.run_tile(frames, ["base", last])

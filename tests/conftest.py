@@ -1,5 +1,4 @@
 """Shared fixtures: tiny random checkpoints in the official layouts, written once per session."""
-import os
 import sys
 import warnings
 from pathlib import Path

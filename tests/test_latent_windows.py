@@ -1,5 +1,4 @@
 """Latent-space windows (``--window_space latent``): Wan_SR/sampling/latent_windows.py."""
-from pathlib import Path
 
 import numpy as np
 import pytest

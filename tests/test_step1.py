@@ -1,7 +1,6 @@
 """Step 1 end to end on tiny checkpoints: windows, tiles, branches, skip/corrupt handling."""
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,5 +1,4 @@
 """Step 2 end to end: inference_step_2.py and Wan_SR/fusion/step2.py on small generated videos."""
-import os
 import subprocess
 import sys
 import wave

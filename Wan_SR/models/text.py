@@ -13,8 +13,6 @@ from typing import Optional
 
 import torch
 
-from .prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT  # noqa: F401 (re-export)
-
 
 def default_cache_dir() -> Path:
     base = os.environ.get("PSSR_CACHE_DIR") or os.path.join(

@@ -44,14 +44,14 @@ With one window and one tile covering the clip, both modes compute the same thin
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from ..data import video_io
 from .pipeline import branch_names, pad_frames, padded_shape
-from .restore import (FINAL, RestoreOptions, VideoJob, WindowOptions, abort_writers,
-                      close_writers, open_writers, plan_video, resize_frames, write_outputs)
+from .restore import (FINAL, RestoreOptions, VideoJob, WindowOptions, close_writers,
+                      plan_video, resize_frames, video_outputs, write_outputs)
 from .windows import ramp_1d, tile_boxes, tile_weight, window_starts
 
 
@@ -233,31 +233,22 @@ def restore_video_latent(pipe, in_path, output_dir, opts: RestoreOptions, info=N
     starts, _, _, boxes, _, _ = latent_windows((Tl, Hp // 8, Wp // 8), opts.windows)
     groups = _decode_groups(job)
     total = Tl + len(starts) * len(boxes) + Tl * len(groups)
-    writers = {}
     reader = video_io.FrameReader(job.info.path, info=job.info, prefetch=4)
     bar = tqdm(total=total, desc=job.name, unit="step", dynamic_ncols=True, disable=not progress)
-    try:
-        writers = open_writers(job, output_dir, opts)
-        with torch.no_grad():
-            def chunks():
-                for c in padded_chunks(reader, job, pipe.device):
-                    yield c
-                    bar.update(1)
+    with video_outputs(job, output_dir, opts, reader, bar) as writers, torch.no_grad():
+        def chunks():
+            for c in padded_chunks(reader, job, pipe.device):
+                yield c
+                bar.update(1)
 
-            z_l = encode_streamed(pipe, chunks())
-            reader.close()
-            volumes = sample_windows(pipe, z_l, job.decode, opts.windows,
-                                     on_tile=lambda: bar.update(1))
-            del z_l
-            for group in groups:
-                for done in decode_streamed(pipe, {b: volumes.pop(b) for b in group}, N,
-                                            job.height, job.width):
-                    write_outputs(writers, done, job, opts, pipe.device)
-                    bar.update(1)
-        return close_writers(writers, job)
-    except BaseException:
-        abort_writers(writers)
-        raise
-    finally:
-        bar.close()
+        z_l = encode_streamed(pipe, chunks())
         reader.close()
+        volumes = sample_windows(pipe, z_l, job.decode, opts.windows,
+                                 on_tile=lambda: bar.update(1))
+        del z_l
+        for group in groups:
+            for done in decode_streamed(pipe, {b: volumes.pop(b) for b in group}, N,
+                                        job.height, job.width):
+                write_outputs(writers, done, job, opts, pipe.device)
+                bar.update(1)
+        return close_writers(writers, job)

@@ -7,7 +7,6 @@ and crops back.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 

@@ -7,6 +7,7 @@ from the in-memory frames (no lossy intermediate is re-read).
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -112,6 +113,22 @@ def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
     return writers
 
 
+@contextlib.contextmanager
+def video_outputs(job: VideoJob, output_dir, opts: RestoreOptions, reader, bar):
+    """Open the writers of ``job`` and yield them; on any error abort them (no partial files).
+    Always close the progress bar and the frame reader."""
+    writers = {}
+    try:
+        writers = open_writers(job, output_dir, opts)
+        yield writers
+    except BaseException:
+        abort_writers(writers)
+        raise
+    finally:
+        bar.close()
+        reader.close()
+
+
 def abort_writers(writers: dict) -> None:
     for wr in writers.values():
         wr.abort()
@@ -169,12 +186,10 @@ def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
     starts = window_starts(N, t_win, w.overlap_t)
     boxes = tile_boxes(H, W, w.window_h, w.window_w, w.overlap_h, w.overlap_w)
     blenders = {b: TemporalBlender(starts, N) for b in decode}
-    writers = {}
     # frames are decoded ahead in a thread; blending and fusion stay on the pipeline's device
     reader = video_io.FrameReader(info.path, info=info, chunk=8, prefetch=2 * (t_win // 8 + 1))
     bar = tqdm(total=N, desc=job.name, unit="frame", dynamic_ncols=True, disable=not progress)
-    try:
-        writers = open_writers(job, output_dir, opts)
+    with video_outputs(job, output_dir, opts, reader, bar) as writers:
         for s in starts:
             frames = video_io.frames_to_tensor(reader.get(s, t_win), pipe.device)
             frames = resize_frames(frames, job)
@@ -193,12 +208,6 @@ def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
             write_outputs(writers, done, job, opts, pipe.device)
             bar.update(next(iter(done.values())).shape[0])
         return close_writers(writers, job)
-    except BaseException:
-        abort_writers(writers)
-        raise
-    finally:
-        bar.close()
-        reader.close()
 
 
 def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, log=print) -> int:
