@@ -44,7 +44,7 @@ def pipe(tiny_paths, tmp_path_factory):
     return PSSRPipeline.from_files(
         files, tiny_paths["base"], tiny_paths["draft"], prompt="a test prompt",
         negative_prompt="bad", config=SamplingConfig(), device="cpu", dtype=torch.float32,
-        cache_dir=str(tmp_path_factory.mktemp("pcache")), log=lambda *a: None)
+        cache_dir=str(tmp_path_factory.mktemp("pcache")))
 
 
 @pytest.fixture(autouse=True)

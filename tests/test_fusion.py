@@ -6,7 +6,7 @@ import torch
 
 from Wan_SR.fusion.frequency import (butterworth_lowpass_mask, fuse_frames, fuse_luma, fuse_video,
                                      luma, luma_split, lowpass, rgb_to_yuv, yuv_to_rgb)
-from Wan_SR.sampling.windows import tile_boxes
+from Wan_SR.core.windows import tile_boxes
 
 H, W, T = 64, 96, 2
 

@@ -7,8 +7,9 @@ import torch
 from Wan_SR.data import video_io
 from Wan_SR.sampling import latent_windows as lw
 from Wan_SR.sampling.pipeline import pad_tile
-from Wan_SR.sampling.restore import (RestoreOptions, WindowOptions, plan_video, restore_folder,
-                                     restore_video)
+from Wan_SR.core.options import WindowOptions
+from Wan_SR.runs import step1 as runner
+from Wan_SR.runs.step1 import RestoreOptions, padded_chunks, plan_video, restore_folder, restore_video
 from test_step1 import make_clip
 
 ALL = ["base", "base+draft_1", "base+draft_2", "base+draft_3"]
@@ -45,7 +46,7 @@ def _encode_streamed(pipe, path, opts=None):
     job = plan_video(pipe, path, None, opts)
     reader = video_io.FrameReader(path, info=job.info)
     try:
-        chunks = list(lw.padded_chunks(reader, job, pipe.device))
+        chunks = list(padded_chunks(reader, job, pipe.device))
         return chunks, lw.encode_streamed(pipe, iter(chunks))
     finally:
         reader.close()
@@ -160,19 +161,21 @@ def test_upscale_and_odd_size(pipe, tmp_path):
     assert (info.num_frames, info.width, info.height) == (6, 44, 28)
 
 
-def test_skip_existing(pipe, tmp_path):
+def test_skip_existing(pipe, tmp_path, caplog):
     make_clip(tmp_path / "in" / "a.mp4", n=5, h=32, w=32)
     make_clip(tmp_path / "in" / "b.mp4", n=5, h=32, w=32, seed=1)
     out = tmp_path / "out"
     opts = RestoreOptions(outputs=["base", "base+draft_3"], windows=SMALL, skip_existing=True,
                           window_space="latent")
-    assert restore_folder(pipe, tmp_path / "in", out, opts, log=lambda *a: None) == 0
+    assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     trunc = out / "base+draft_3" / "b.mp4"
     video_io.write_video(trunc, video_io.read_video(trunc)[:3], fps=24)
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4") if p != trunc}
     pipe.encode_calls = pipe.decode_calls = 0
-    logs = []
-    assert restore_folder(pipe, tmp_path / "in", out, opts, log=logs.append) == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="Wan_SR"):
+        assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
+    logs = caplog.messages
     assert pipe.encode_calls == 1 and pipe.decode_calls == 1  # only b, only its draft_3 branch
     assert video_io.probe(trunc).num_frames == 5
     assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
@@ -197,8 +200,8 @@ def test_cli_window_space(tiny_paths, tmp_path, monkeypatch):
     assert step1.build_parser().parse_args([]).window_space == "pixel"
     make_clip(tmp_path / "in" / "clip.mp4", n=5, h=32, w=32)
     called = []
-    orig = lw.restore_video_latent
-    monkeypatch.setattr(lw, "restore_video_latent",
+    orig = runner.restore_video_latent
+    monkeypatch.setattr(runner, "restore_video_latent",
                         lambda *a, **k: called.append(1) or orig(*a, **k))
     rc = step1.main(["--input_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "out"),
                      "--wan_model_dir", str(tiny_paths["wan_dir"]), "--lora_base_path",

@@ -6,8 +6,8 @@ from Wan_SR.models import wan
 from Wan_SR.models.draft import (DraftMismatchError, build_draft, identity_init_fc, load_draft,
                                  save_draft, select_blocks)
 from Wan_SR.models.lora import (CheckpointMismatchError, export_base_state_dict, inject_lora,
-                                load_base_checkpoint, merge_lora_state_dict,
-                                save_safetensors_atomic)
+                                load_base_checkpoint, merge_lora_state_dict)
+from Wan_SR.core.files import save_safetensors_atomic
 from Wan_SR.models.text import PromptEncoder
 
 
@@ -95,7 +95,7 @@ def test_peft_lora_equals_merged_base_checkpoint(tiny_paths, tmp_path):
     assert sd["blocks.0.ffn.0.lora_B.default.weight"].shape == (128, 4)
     assert sd["patch_embedding.weight"].shape == (64, 32, 1, 2, 2)
     path = tmp_path / "base.safetensors"
-    save_safetensors_atomic(sd, path)
+    save_safetensors_atomic(path, sd)
 
     plain = wan.load_dit(tiny_paths["dit"])  # 16-channel, as a user's Wan file
     assert load_base_checkpoint(plain, path) == 60

@@ -9,7 +9,8 @@ import torch
 from conftest import ROOT
 from Wan_SR.data import video_io
 from Wan_SR.sampling.pipeline import branch_names, pad_tile
-from Wan_SR.sampling.restore import RestoreOptions, WindowOptions, restore_folder, restore_video
+from Wan_SR.core.options import WindowOptions
+from Wan_SR.runs.step1 import RestoreOptions, restore_folder, restore_video
 from Wan_SR.sampling.speculative import base_step
 
 # 9 frames, window 5 / overlap 1 -> windows at 0 and 4; 48x48, tiles 32 / overlap 16 -> 2x2 tiles
@@ -90,7 +91,7 @@ def test_cli_writes_every_branch_with_frame_count_size_fps(tiny_paths, tmp_path)
            "--prompt_cache_dir", str(tmp_path / "pc")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "using the prompt alone" in r.stdout
+    assert "using the prompt alone" in r.stdout + r.stderr
     for branch in ALL + ["final"]:
         info = video_io.probe(out / branch / "clip.mp4")
         assert (info.num_frames, info.width, info.height) == (9, 48, 48), branch
@@ -98,36 +99,38 @@ def test_cli_writes_every_branch_with_frame_count_size_fps(tiny_paths, tmp_path)
     assert not list(out.rglob("*.partial*"))
 
 
-def test_skip_existing_skips_complete_and_redoes_truncated(pipe, tmp_path):
+def test_skip_existing_skips_complete_and_redoes_truncated(pipe, tmp_path, caplog):
     make_clip(tmp_path / "in" / "a.mp4", n=5, h=32, w=32)
     make_clip(tmp_path / "in" / "b.mp4", n=5, h=32, w=32, seed=1)
     out = tmp_path / "out"
     opts = RestoreOptions(outputs=["base", "base+draft_3"], windows=SMALL_WINDOWS,
                           skip_existing=True)
-    assert restore_folder(pipe, tmp_path / "in", out, opts, log=lambda *a: None) == 0
+    assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     # truncate one output of b
     trunc = out / "base+draft_3" / "b.mp4"
     frames = video_io.read_video(trunc)
     video_io.write_video(trunc, frames[:3], fps=24)
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4") if p != trunc}
     pipe.encode_calls = 0
-    logs = []
-    assert restore_folder(pipe, tmp_path / "in", out, opts, log=logs.append) == 0
+    caplog.clear()
+    with caplog.at_level("INFO", logger="Wan_SR"):
+        assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
+    logs = caplog.messages
     assert pipe.encode_calls == 1  # only b, one window x one tile
     assert video_io.probe(trunc).num_frames == 5
     assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
     assert any("a: outputs complete, skipped" in l for l in logs)
 
 
-def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, capsys):
+def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, caplog):
     make_clip(tmp_path / "in" / "good.mp4", n=5, h=32, w=32)
     (tmp_path / "in" / "bad.mp4").write_bytes(b"this is not a video" * 50)
     out = tmp_path / "out"
     rc = restore_folder(pipe, tmp_path / "in", out,
-                        RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS), log=print)
+                        RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS))
     assert rc == 1
-    err = capsys.readouterr().err
-    assert "FAILED bad" in err
+    err = "\n".join(r.levelname + " " + r.getMessage() for r in caplog.records)
+    assert "ERROR bad: " in err
     assert video_io.probe(out / "base" / "good.mp4").num_frames == 5
     assert not (out / "base" / "bad.mp4").exists()
 
@@ -149,7 +152,7 @@ def test_frame_folder_input_upscale_and_audio(pipe, tmp_path):
     assert video_io.probe(src).has_audio
     out = tmp_path / "out"
     opts = RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS, upscale=2.0)
-    assert restore_folder(pipe, tmp_path / "in", out, opts, log=lambda *a: None) == 0
+    assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     info = video_io.probe(out / "base" / "frames.mp4")
     assert (info.num_frames, info.width, info.height, info.rate) == (6, 48, 32, "30/1")
     snd = video_io.probe(out / "base" / "sound.mp4")

@@ -1,4 +1,4 @@
-"""Step 2 end to end: inference_step_2.py and Wan_SR/fusion/step2.py on small generated videos."""
+"""Step 2 end to end: inference_step_2.py and Wan_SR/runs/step2.py on small generated videos."""
 import subprocess
 import sys
 import wave
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from Wan_SR.data import video_io
-from Wan_SR.fusion import step2
+from Wan_SR.runs import step2
 from Wan_SR.fusion.frequency import fuse_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,10 +104,10 @@ def folders(tmp_path_factory):
 
 
 def test_imports_stay_light():
-    code = ("import sys, inference_step_2, Wan_SR.fusion.step2, Wan_SR.fusion; "
+    code = ("import sys, inference_step_2, Wan_SR.runs.step2, Wan_SR.fusion; "
             "assert 'diffsynth' not in sys.modules, 'diffsynth imported'; "
             "h = inference_step_2.build_parser().format_help(); "
-            "assert '--consistent_dir' in h and '--keep_temp' in h and '--skip_existing' in h; "
+            "assert '--consistent_dir' in h and '--skip_existing' in h and '--keep_temp' not in h; "
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
@@ -118,18 +118,17 @@ def test_cli_fuses_good_pairs_and_reports_bad_ones(folders):
     cons, sharp, root = folders
     out_dir = root / "out_cli"
     proc = _run_cli("--consistent_dir", cons, "--sharp_dir", sharp, "--output_dir", out_dir,
-                    "--device", "cpu", "--sort_files", "--temp_dir", root / "unused_tmp",
-                    "--keep_temp", *[f"--{k}={v}" for k, v in {**WINDOWS, **TILES}.items()])
+                    "--device", "cpu", "--sort_files",
+                    *[f"--{k}={v}" for k, v in {**WINDOWS, **TILES}.items()])
     log = proc.stdout + proc.stderr
     assert proc.returncode == 1, log
     # every problem is reported by name
-    assert "SKIPPED c: no partner in sharp_dir" in log
-    assert "SKIPPED e: no partner in consistent_dir" in log
-    assert "SKIPPED d: frame sizes differ (consistent 64x48, sharp 48x48)" in log
-    assert "SKIPPED f: frame counts differ (consistent 6, sharp 5)" in log
+    assert "skipped: c: no partner in sharp_dir" in log
+    assert "skipped: e: no partner in consistent_dir" in log
+    assert "skipped: d: frame sizes differ (consistent 64x48, sharp 48x48)" in log
+    assert "skipped: f: frame counts differ (consistent 6, sharp 5)" in log
     # only the good pairs are written, nothing intermediate
-    assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4", "b.mp4"]
-    assert not (root / "unused_tmp").exists()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4", "b.mp4", "run_config.json"]
 
     a = video_io.probe(out_dir / "a.mp4")
     assert (a.num_frames, a.width, a.height) == (10, 64, 48)
@@ -201,5 +200,7 @@ def test_cli_rejects_bad_windows(capsys):
             inference_step_2.main(base + bad)
         assert e.value.code == 2
     # a missing input folder is reported, exit status 2
-    assert inference_step_2.main(base + ["--device", "cpu"]) == 2
+    with pytest.raises(SystemExit) as e:
+        inference_step_2.main(base + ["--device", "cpu"])
+    assert e.value.code == 2
     assert "input folder not found" in capsys.readouterr().err

@@ -1,9 +1,9 @@
-"""Sliding windows and blending (SPEC §6): Wan_SR/sampling/windows.py."""
+"""Sliding windows and blending (SPEC §6): Wan_SR/core/windows.py."""
 import numpy as np
 import pytest
 import torch
 
-from Wan_SR.sampling.windows import (SpatialAccumulator, TemporalBlender, iter_windows, ramp_1d,
+from Wan_SR.core.windows import (SpatialAccumulator, TemporalBlender, iter_windows, ramp_1d,
                                      run_tiled, tile_boxes, tile_weight, window_starts)
 
 

@@ -1,80 +1,130 @@
-"""Argument groups shared by the scripts (kept free of heavy imports so --help is fast)."""
+"""Argument parsing shared by the scripts: options built from the dataclasses of
+:mod:`Wan_SR.core.options` (their defaults and help texts), checks that run before any model
+loads, and the logging set-up. Kept free of heavy imports so ``--help`` is fast."""
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional
+
+from Wan_SR.core.options import LogOptions, parse_fps
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the description's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's line breaks and shows each default once (after the help text,
+    unless the text already speaks of its default, or the default is empty)."""
 
-
-def add_window_args(p: argparse.ArgumentParser, overlap_t: int) -> None:
-    g = p.add_argument_group("sliding windows (SPEC §6)")
-    g.add_argument("--window_t", type=int, default=33, help="frames per temporal window")
-    g.add_argument("--overlap_t", type=int, default=overlap_t,
-                   help="frames shared by consecutive windows")
-    g.add_argument("--window_h", type=int, default=720, help="spatial tile height")
-    g.add_argument("--overlap_h", type=int, default=128, help="tile overlap in height")
-    g.add_argument("--window_w", type=int, default=1280, help="spatial tile width")
-    g.add_argument("--overlap_w", type=int, default=128, help="tile overlap in width")
-
-
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("run")
-    g.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
-    g.add_argument("--fps", type=float, default=None,
-                   help="output frame rate (default: the input's exact rate; 30 for frame folders)")
-    g.add_argument("--sort_files", action="store_true", help="process inputs in natural name order")
-    g.add_argument("--skip_existing", action="store_true",
-                   help="skip outputs that already exist with the input's frame count "
-                        "(truncated outputs are redone)")
-    g.add_argument("--save_quality", type=float, default=9.0,
-                   help="H.264 quality 0..10, 10 best (9 = x264 CRF 5)")
-    g.add_argument("--temp_dir", default=None,
-                   help="folder for intermediate files (the current version writes none: outputs "
-                        "go to a temporary name beside the final file and are renamed when complete)")
-    g.add_argument("--keep_temp", action="store_true", help="keep intermediate files (see --temp_dir)")
-
-
-def validate_run_args(parser: argparse.ArgumentParser, args) -> None:
-    """Window, fps and quality checks shared by the scripts (parser.error on a bad value)."""
-    for name in ("window_t", "window_h", "window_w"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive")
-    for name, win in (("overlap_t", "window_t"), ("overlap_h", "window_h"),
-                      ("overlap_w", "window_w")):
-        if not 0 <= getattr(args, name) < getattr(args, win):
-            parser.error(f"--{name} must be >= 0 and smaller than --{win}")
-    if args.fps is not None and args.fps <= 0:
-        parser.error("--fps must be positive")
-    if not 0 <= args.save_quality <= 10:
-        parser.error("--save_quality must be in 0..10")
-
-
-def resolve_device(device):
-    import torch
-
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def parse_dtype(name: str):
-    import torch
-
-    table = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16,
-             "fp16": torch.float16, "float32": torch.float32, "fp32": torch.float32}
-    if name not in table:
-        raise argparse.ArgumentTypeError(f"unknown dtype {name!r}; choose from {sorted(table)}")
-    return table[name]
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS, ""):
+            return text
+        if action.option_strings and action.nargs != 0:
+            return text + " (default: %(default)s)"
+        return text
 
 
 def parse_float_list(text: str) -> list[float]:
-    """'[599,499,399]' or '599,499,399' -> [599.0, 499.0, 399.0]."""
-    text = text.strip()
+    """'[599,499,399]' or '599,499,399' -> [599.0, 499.0, 399.0] ('[]' -> [])."""
+    text = str(text).strip()
     try:
         val = ast.literal_eval(text if text.startswith("[") else f"[{text}]")
         return [float(v) for v in val]
     except (ValueError, SyntaxError, TypeError):
-        raise argparse.ArgumentTypeError(f"expected a list of timesteps like [599,499,399], got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a list of timesteps like [599,499,399], got {text!r}") from None
+
+
+def _fps_arg(text: str) -> str:
+    try:
+        parse_fps(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+_TYPES = {"int": int, "float": float, "str": str, "Optional[float]": float,
+          "Optional[int]": int, "Optional[str]": str, "list": parse_float_list}
+
+
+def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dict] = None) -> None:
+    """One ``--name`` per field of the dataclass ``cls``: help from the field's metadata, the
+    default from ``defaults`` (an instance) or the field. ``bool`` fields become flags."""
+    inst = defaults if defaults is not None else cls()
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = getattr(inst, f.name)
+        kw = dict(help=f.metadata.get("help", ""), default=default)
+        if f.type == "bool":
+            group.add_argument(f"--{f.name}", action="store_true", **kw)
+            continue
+        typ = (types or {}).get(f.name) or _TYPES.get(str(f.type), str)
+        if f.name == "fps":
+            typ = _fps_arg
+        if "choices" in f.metadata:
+            kw["choices"] = list(f.metadata["choices"])
+        group.add_argument(f"--{f.name}", type=typ, **kw)
+
+
+def options_from_args(cls, args):
+    """An instance of ``cls`` filled from the parsed arguments of the same names."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                  if hasattr(args, f.name)})
+
+
+def add_log_args(p: argparse.ArgumentParser) -> None:
+    add_options(p.add_argument_group("logging"), LogOptions)
+
+
+def setup_from_args(args) -> None:
+    from Wan_SR.core.log import setup_logging
+
+    setup_logging(args.log_level, progress=not args.no_progress)
+
+
+# ------------------------------------------------------------------ checks before any model loads
+
+def check_input_dir(parser, path, flag: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        parser.error(f"{flag} {p}: input folder not found")
+    if not p.is_dir():
+        parser.error(f"{flag} {p}: not a folder")
+    return p
+
+
+def check_writable_dir(parser, path, flag: str) -> Path:
+    """The folder exists (it is created) and a file can be written into it."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"{flag} {p}: cannot create the folder ({e.strerror or e})")
+    if not p.is_dir():
+        parser.error(f"{flag} {p}: not a folder")
+    probe = p / f".pssr_write_test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        parser.error(f"{flag} {p}: not writable ({e.strerror or e})")
+    return p
+
+
+def same_folder(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def check_device(parser, device) -> None:
+    from Wan_SR.core.devices import DeviceError, resolve_device
+
+    try:
+        resolve_device(device)
+    except DeviceError as e:
+        parser.error(str(e))

@@ -1,142 +1,216 @@
 """inference_step_1.py: restore a folder of low-quality videos with one base step and a few
-draft steps (PS-SR). Writes base/ and base+draft_k/ (and final/ with --final)."""
+draft steps (PS-SR). Writes base/ and base+draft_k/ (and final/ with --final) under
+--output_dir, plus run_config.json with the settings used.
+
+Every input, output, option and weight file is checked before any model loads.
+
+Exit status: 0 when every video was restored (or skipped as complete), 1 when a video failed
+(the others are still written), 2 for bad options, folders or missing weights."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .common import HelpFormatter, add_run_args, add_window_args, parse_float_list, validate_run_args
-
+from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, SamplingOptions,
+                                 WindowOptions, branch_names, parse_fps)
+from .common import (HelpFormatter, add_log_args, add_options, check_device, check_input_dir,
+                     check_writable_dir, options_from_args, same_folder, setup_from_args)
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..models.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
-
-    p = argparse.ArgumentParser(
-        prog="inference_step_1.py", description=__doc__,
-        formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(prog="inference_step_1.py", description=__doc__,
+                                formatter_class=HelpFormatter)
     io = p.add_argument_group("input / output")
     io.add_argument("--input_dir", default="videos_for_test/input",
-                    help="folder of videos (mp4/mov/avi/mkv/webm) and/or folders of png/jpg frames")
+                    help="folder of videos (any format ffmpeg reads) and/or folders of png/jpg "
+                         "frames")
     io.add_argument("--output_dir", default="videos_for_test/output_step_1",
-                    help="gets one sub-folder per output branch")
+                    help="gets one sub-folder per output branch and run_config.json")
     io.add_argument("--outputs", default=None,
                     help="comma list of branches to write: base, base+draft_1, ..., final "
                          "(default: base and every base+draft_k)")
     io.add_argument("--final", action="store_true",
-                    help="also write final/ = the step-2 frequency fusion of base and the last "
-                         "draft branch, in the same pass (default fusion settings)")
+                    help="also write final/ = the frequency-domain update of base and the last "
+                         "draft branch, in the same pass (same fusion options and tiles as "
+                         "inference_step_2.py)")
     io.add_argument("--upscale", type=float, default=1.0,
                     help="bicubic resize factor applied to each input before processing; the "
                          "model restores at the size it is given (published inputs are already "
                          "upscaled 1280x720 clips)")
     io.add_argument("--no_audio", action="store_true", help="do not copy the input's audio")
+    add_options(io, OutputOptions)
     m = p.add_argument_group("models")
     m.add_argument("--wan_model_dir", default="dependent_models/Wan2.1-T2V-1.3B",
                    help="folder with the official Wan2.1-T2V-1.3B files")
-    m.add_argument("--dit_path", default=None, help="override: diffusion_pytorch_model.safetensors")
-    m.add_argument("--vae_path", default=None, help="override: Wan2.1_VAE.pth")
-    m.add_argument("--umt5_path", default=None, help="override: models_t5_umt5-xxl-enc-bf16.pth")
-    m.add_argument("--tokenizer_path", default=None, help="override: google/umt5-xxl tokenizer folder")
-    m.add_argument("--lora_base_path", default="checkpoints/pretrained_models/base.safetensors")
-    m.add_argument("--lora_draft_path", default="checkpoints/pretrained_models/draft.safetensors")
+    m.add_argument("--dit_path", default=None,
+                   help="override: the DiT file (diffusion_pytorch_model.safetensors)")
+    m.add_argument("--vae_path", default=None, help="override: the VAE file (Wan2.1_VAE.pth)")
+    m.add_argument("--umt5_path", default=None,
+                   help="override: the text encoder (models_t5_umt5-xxl-enc-bf16.pth)")
+    m.add_argument("--tokenizer_path", default=None,
+                   help="override: the umT5 tokenizer folder (google/umt5-xxl)")
+    m.add_argument("--lora_base_path", default="checkpoints/pretrained_models/base.safetensors",
+                   help="PS-SR base weights (LoRA + widened patch embedding + head)")
+    m.add_argument("--lora_draft_path", default="checkpoints/pretrained_models/draft.safetensors",
+                   help="PS-SR draft weights (pruned DiT + fc layers)")
     m.add_argument("--ram_path", default="dependent_models/ram_swin_large_14m.pth",
                    help="RAM Swin-L tagger weights (optional)")
     m.add_argument("--DAPE_path", default="dependent_models/DAPE.pth",
                    help="DAPE degradation-aware tagger weights (optional)")
     m.add_argument("--prompt_cache_dir", default=None,
-                   help="where prompt embeddings are cached (default ~/.cache/ps_sr)")
+                   help="where prompt embeddings are cached (default: ~/.cache/ps_sr or "
+                        "$PSSR_CACHE_DIR)")
     m.add_argument("--num_heads", type=int, default=None,
-                   help="attention heads of the DiT when not derivable (default: from the file)")
+                   help="attention heads of the DiT when the file does not say (default: from "
+                        "the file's metadata or its width)")
     s = p.add_argument_group("sampling")
-    s.add_argument("--prompt", default=DEFAULT_PROMPT)
-    s.add_argument("--negative_prompt", default=DEFAULT_NEGATIVE_PROMPT,
-                   help="used only when --cfg_scale != 1")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--torch_dtype", default="bfloat16",
-                   choices=["bfloat16", "float16", "float32"])
-    s.add_argument("--cfg_scale", type=float, default=1.0)
-    s.add_argument("--timestep_base", type=float, default=699)
-    s.add_argument("--timestep_draft_list", type=parse_float_list, default=[599.0, 499.0, 399.0],
-                   help='draft timesteps, e.g. "[599,499,399]"')
-    s.add_argument("--k_select", type=float, default=1.5,
-                   help="draft block selection: blocks i with i %% k == k-1")
+    add_options(s, SamplingOptions)
     s.add_argument("--window_space", default="pixel", choices=["pixel", "latent"],
                    help="pixel: the published method, every window x tile is encoded and decoded "
-                        "on its own and blended in pixels (SPEC 6). latent (opt-in, not the "
-                        "published method): encode each clip once, run the DiT on latent windows "
-                        "blended on latents, decode each branch once (fewer VAE passes; see "
-                        "Wan_SR/sampling/latent_windows.py for the differences)")
-    sp = p.add_argument_group("speed (GPU)")
+                        "on its own and blended in pixels. latent (opt-in, not the published "
+                        "method): encode each clip once, run the DiT on latent windows blended on "
+                        "latents, decode each branch once (docs/method.md, 'Latent windows')")
+    add_options(p.add_argument_group("sliding windows"), WindowOptions)
+    add_options(p.add_argument_group("frequency-domain update (with --final or --outputs final)"),
+                FusionOptions)
+    sp = p.add_argument_group("device and speed")
+    sp.add_argument("--device", default=None,
+                    help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
     sp.add_argument("--attention", default="auto",
                     choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="scaled-dot-product attention kernel of the DiT (auto: cuDNN first)")
     sp.add_argument("--compile", action="store_true",
                     help="torch.compile the DiT blocks (about 10 s once per run, ~13%% faster DiT)")
     sp.add_argument("--no_channels_last", action="store_true",
-                    help="keep the VAE in channels-first layout (channels-last is ~20%% faster on GPU)")
+                    help="keep the VAE in channels-first layout (channels-last is ~20%% faster on "
+                         "GPU)")
     sp.add_argument("--low_memory", action="store_true",
                     help="for 24 GB cards and 1080p: VAE in spatial tiles (slightly different "
                          "values near tile seams) and the DiTs kept on the CPU between steps "
                          "(pixel windows only)")
-    add_run_args(p)
-    add_window_args(p, overlap_t=16)
+    add_log_args(p)
     return p
+
+
+def resolve_outputs(parser, args) -> list:
+    names = branch_names(len(args.timestep_draft_list))
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()] if args.outputs else \
+        list(names)
+    if args.final and FINAL not in outputs:
+        outputs.append(FINAL)
+    bad = [o for o in outputs if o not in names + [FINAL]]
+    if bad:
+        parser.error(f"--outputs: unknown branch(es) {bad}; choose from {names + [FINAL]}")
+    if FINAL in outputs and not args.timestep_draft_list:
+        parser.error("'final' needs at least one draft step (--timestep_draft_list is empty)")
+    return outputs
+
+
+def validate(parser, args):
+    """Every check that needs no model: options, folders, inputs, device, weight files.
+    Returns (inputs, outputs)."""
+    from Wan_SR.data import video_io
+
+    for cls in (SamplingOptions, WindowOptions, FusionOptions, OutputOptions):
+        try:
+            options_from_args(cls, args).validate()
+        except ValueError as e:
+            parser.error(str(e))
+    if args.upscale <= 0:
+        parser.error("--upscale must be positive")
+    if args.low_memory and args.window_space == "latent":
+        parser.error("--low_memory works with pixel windows only (drop --window_space latent)")
+    outputs = resolve_outputs(parser, args)
+    check_input_dir(parser, args.input_dir, "--input_dir")
+    try:
+        inputs, skipped = _scan(video_io, args.input_dir, args.sort_files)
+    except video_io.VideoError as e:
+        parser.error(str(e))
+    if not inputs:
+        parser.error(f"--input_dir {args.input_dir}: holds no videos or frame folders"
+                     + (f" (not videos: {', '.join(p.name for p in skipped[:5])})" if skipped
+                        else ""))
+    if same_folder(args.input_dir, args.output_dir) or any(
+            same_folder(args.input_dir, f"{args.output_dir}/{o}") for o in outputs):
+        parser.error("--output_dir: an output folder would be the input folder; choose another")
+    check_writable_dir(parser, args.output_dir, "--output_dir")
+    check_device(parser, args.device)
+    return inputs, outputs
+
+
+def _scan(video_io, folder, sort):
+    scan = getattr(video_io, "scan_inputs", None)
+    if scan is not None:
+        return scan(folder, sort=sort)
+    return video_io.list_inputs(folder, sort=sort), []
+
+
+def check_weights(args) -> None:
+    """Raise MissingWeightsError listing every missing file (the text encoder only when the
+    prompt embeddings are not cached yet)."""
+    from Wan_SR.models.text import PromptEncoder
+    from Wan_SR.models.wan import require_files, resolve_wan_files
+
+    files = resolve_wan_files(args.wan_model_dir, args.dit_path, args.vae_path, args.umt5_path,
+                              args.tokenizer_path)
+    enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=args.prompt_cache_dir)
+    prompts = [args.prompt] + ([args.negative_prompt] if args.cfg_scale != 1.0 else [])
+    need_encoder = not all(enc.cache_path(pr).exists() for pr in prompts)
+    require_files(files, args.lora_base_path, args.lora_draft_path, text_encoder=need_encoder)
+    return files
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    validate_run_args(parser, args)
-    if args.upscale <= 0:
-        parser.error("--upscale must be positive")
+    setup_from_args(args)
+    inputs, outputs = validate(parser, args)
+    import logging
+
     import torch
 
-    from ..models.tagger import load_tagger
-    from ..models.wan import MissingWeightsError, resolve_wan_files
-    from ..sampling.pipeline import PSSRPipeline, SamplingConfig
-    from ..sampling.restore import FINAL, RestoreOptions, WindowOptions, restore_folder
-    from .common import parse_dtype, resolve_device
+    from Wan_SR.core.devices import parse_dtype, resolve_device
+    from Wan_SR.models.tagger import load_tagger
+    from Wan_SR.models.wan import MissingWeightsError
+    from Wan_SR.runs.step1 import RestoreOptions, restore_folder
+    from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig
 
-    outputs = [o.strip() for o in args.outputs.split(",")] if args.outputs else None
-    if args.final:
-        from ..sampling.pipeline import branch_names
-
-        outputs = (outputs or branch_names(len(args.timestep_draft_list))) + [FINAL]
-    torch.manual_seed(args.seed)
+    log = logging.getLogger("Wan_SR.cli.step1")
+    try:
+        files = check_weights(args)
+    except MissingWeightsError as e:
+        log.error("%s", e)
+        return 2
+    sampling = options_from_args(SamplingOptions, args)
+    torch.manual_seed(sampling.seed)
     device = resolve_device(args.device)
-    dtype = parse_dtype(args.torch_dtype)
     # RAM/DAPE tags would be appended per clip (prompt_with_tags); until the tagger exists,
     # load_tagger says so once and the prompt is used alone.
     load_tagger(args.ram_path, args.DAPE_path)
-    prompt = args.prompt
-    files = resolve_wan_files(args.wan_model_dir, args.dit_path, args.vae_path, args.umt5_path,
-                              args.tokenizer_path)
-    cfg = SamplingConfig(timestep_base=args.timestep_base,
-                         timestep_draft_list=list(args.timestep_draft_list),
-                         k_select=args.k_select, cfg_scale=args.cfg_scale)
     try:
-        pipe = PSSRPipeline.from_files(files, args.lora_base_path, args.lora_draft_path,
-                                       prompt=prompt, negative_prompt=args.negative_prompt,
-                                       config=cfg, device=device, dtype=dtype,
-                                       cache_dir=args.prompt_cache_dir, num_heads=args.num_heads,
-                                       attention=args.attention)
+        pipe = PSSRPipeline.from_files(
+            files, args.lora_base_path, args.lora_draft_path, prompt=sampling.prompt,
+            negative_prompt=sampling.negative_prompt, config=SamplingConfig.from_options(sampling),
+            device=device, dtype=parse_dtype(sampling.torch_dtype),
+            cache_dir=args.prompt_cache_dir, num_heads=args.num_heads, attention=args.attention)
         pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last)
         if args.low_memory:
-            if args.window_space == "latent":
-                raise ValueError("--low_memory works with pixel windows only "
-                                 "(drop --window_space latent)")
             pipe.enable_low_memory()
     except (MissingWeightsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 2
+    out = options_from_args(OutputOptions, args)
     opts = RestoreOptions(
-        outputs=outputs, upscale=args.upscale, fps=args.fps, save_quality=args.save_quality,
-        skip_existing=args.skip_existing, sort_files=args.sort_files, copy_audio=not args.no_audio,
-        windows=WindowOptions(args.window_t, args.overlap_t, args.window_h, args.overlap_h,
-                              args.window_w, args.overlap_w),
-        window_space=args.window_space)
+        outputs=outputs, upscale=args.upscale,
+        fps=parse_fps(out.fps) if out.fps is not None else None, save_quality=out.save_quality,
+        skip_existing=out.skip_existing, sort_files=out.sort_files, copy_audio=not args.no_audio,
+        windows=options_from_args(WindowOptions, args),
+        fusion=options_from_args(FusionOptions, args), window_space=args.window_space)
     try:
-        return restore_folder(pipe, args.input_dir, args.output_dir, opts)
+        return restore_folder(pipe, args.input_dir, args.output_dir, opts, inputs=inputs)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

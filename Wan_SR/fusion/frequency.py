@@ -18,7 +18,10 @@ import functools
 
 import torch
 
-from Wan_SR.sampling.windows import run_tiled
+from Wan_SR.core.options import FusionOptions, WindowOptions
+from Wan_SR.core.windows import run_tiled
+
+_F, _W = FusionOptions(), WindowOptions()
 
 # SPEC §7 step 1, forward (rows Y, U, V) and inverse (rows R, G, B) coefficients.
 YUV_FROM_RGB = ((0.299, 0.587, 0.114),
@@ -194,12 +197,12 @@ def fuse_frames(consistent: torch.Tensor, sharp: torch.Tensor, fc: float = 0.20,
     return out.clamp_(0.0, 1.0).to(out_dtype)
 
 
-def fuse_video(consistent: torch.Tensor, sharp: torch.Tensor, *, fc: float = 0.20,
-               alpha: float = 0.6, border: int = 2, order: int = 2, eps: float = 1e-6,
-               window_h: int = 720, window_w: int = 1280, overlap_h: int = 128,
-               overlap_w: int = 128) -> torch.Tensor:
+def fuse_video(consistent: torch.Tensor, sharp: torch.Tensor, *, fc: float = _F.fc,
+               alpha: float = _F.alpha, border: int = _F.border, order: int = _F.order,
+               eps: float = _F.eps, window_h: int = _W.window_h, window_w: int = _W.window_w,
+               overlap_h: int = _W.overlap_h, overlap_w: int = _W.overlap_w) -> torch.Tensor:
     """:func:`fuse_frames` per spatial tile (SPEC §6 tiles and weights, via
-    :func:`Wan_SR.sampling.windows.run_tiled`). A frame not larger than the window is one tile,
+    :func:`Wan_SR.core.windows.run_tiled`). A frame not larger than the window is one tile,
     and then this is exactly :func:`fuse_frames`."""
     fn = functools.partial(fuse_frames, fc=fc, alpha=alpha, border=border, order=order, eps=eps)
     return run_tiled(fn, consistent, sharp, window_h=window_h, window_w=window_w,

@@ -51,14 +51,6 @@ def export_base_state_dict(dit) -> dict:
     return sd
 
 
-def save_safetensors_atomic(sd: dict, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = f"{path}.partial"
-    save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata=metadata)
-    os.replace(tmp, path)
-
-
 def merge_lora_state_dict(dit, sd: dict, scale: float = 1.0, strict: bool = True) -> int:
     """``W += scale * B @ A`` for every LoRA pair in ``sd``; full tensors in ``sd`` replace the
     model's (the patch embedding may be 32-channel; the model's is replaced whole).

@@ -1,4 +1,4 @@
-"""Seam for the RAM + DAPE image tagger (SPEC §5).
+"""Seam for the RAM + DAPE image tagger (docs/method.md, "Prompt").
 
 The published pipeline appends tags of one frame to the prompt (``f"{prompt}, {tags}"``). The
 tagger itself is not implemented yet: :func:`load_tagger` says once why the prompt is used alone
@@ -6,15 +6,18 @@ and returns ``None``; a future tagger returns an object with ``tags(frame_uint8)
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 
-def load_tagger(ram_path, dape_path, log=print):
+
+def load_tagger(ram_path, dape_path):
     missing = [str(p) for p in (ram_path, dape_path) if not p or not Path(p).exists()]
     if missing:
-        log(f"notice: RAM/DAPE tagger weights not found ({', '.join(missing)}): using the prompt alone")
+        log.info("RAM/DAPE tagger weights not found (%s): using the prompt alone", ", ".join(missing))
     else:
-        log("notice: RAM/DAPE tagging is not implemented in this version: using the prompt alone")
+        log.info("RAM/DAPE tagging is not implemented in this version: using the prompt alone")
     return None
 
 

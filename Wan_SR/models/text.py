@@ -1,8 +1,9 @@
-"""Prompt embedding with an on-disk cache (SPEC §5).
+"""Prompt embedding with an on-disk cache (docs/method.md, "Prompt").
 
 The umT5-xxl encoder is 11 GB; a run whose prompts are cached never constructs it. The cache key
-is the prompt text plus the encoder file's absolute path and size, so a different encoder file
-gives a different entry.
+is the prompt text plus a content fingerprint of the encoder file (its size and a hash of three
+1 MiB samples at its start, middle and end), so another encoder file, even of the same size and
+path, gives a different entry.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from Wan_SR.core.files import save_safetensors_atomic
+
 
 def default_cache_dir() -> Path:
     base = os.environ.get("PSSR_CACHE_DIR") or os.path.join(
@@ -20,11 +23,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "prompt_embeddings"
 
 
+_SAMPLE = 1 << 20
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """Size + sha256 of up to three 1 MiB samples (start, middle, end): cheap on an 11 GB file,
+    and different for files that differ in their bytes there."""
+    p = Path(path)
+    if not p.exists():
+        return "absent"
+    if p.is_dir():  # a tokenizer-like folder: names and sizes
+        items = sorted((str(f.relative_to(p)), f.stat().st_size) for f in p.rglob("*") if f.is_file())
+        return hashlib.sha256(repr(items).encode()).hexdigest()[:32]
+    size = p.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as f:
+        for off in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+            f.seek(off)
+            h.update(f.read(_SAMPLE))
+    return h.hexdigest()[:32]
+
+
 def cache_key(prompt: str, encoder_path: str | os.PathLike) -> str:
-    p = Path(encoder_path).resolve()
-    size = p.stat().st_size if p.exists() else -1
-    h = hashlib.sha256(f"{prompt}\0{p}\0{size}".encode("utf-8")).hexdigest()
-    return h[:32]
+    fp = file_fingerprint(encoder_path)
+    return hashlib.sha256(f"{prompt}\0{fp}".encode("utf-8")).hexdigest()[:32]
 
 
 class PromptEncoder:
@@ -55,7 +77,7 @@ class PromptEncoder:
         self.encoder_loads += 1
 
     def encode(self, prompt: str) -> torch.Tensor:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         path = self.cache_path(prompt)
         if path.exists():
@@ -65,11 +87,8 @@ class PromptEncoder:
         with torch.no_grad():
             ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
         ctx = ctx.detach().to("cpu").contiguous()
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.partial")
-        save_file({"context": ctx}, str(tmp), metadata={"prompt": prompt,
-                                                         "encoder": str(self.t5_path.resolve())})
-        os.replace(tmp, path)
+        save_safetensors_atomic(path, {"context": ctx},
+                                metadata={"prompt": prompt, "encoder": str(self.t5_path.resolve())})
         return ctx
 
     def release(self):
@@ -82,10 +101,6 @@ class PromptEncoder:
 def store_cached_context(prompt: str, encoder_path, context: torch.Tensor,
                          cache_dir: Optional[str | os.PathLike] = None) -> Path:
     """Write a cache entry directly (used by the checkpoint factory for real-size benchmarks)."""
-    from safetensors.torch import save_file
-
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{cache_key(prompt, encoder_path)}.safetensors"
-    save_file({"context": context.contiguous()}, str(path), metadata={"prompt": prompt})
-    return path
+    return save_safetensors_atomic(path, {"context": context}, metadata={"prompt": prompt})

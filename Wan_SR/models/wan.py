@@ -18,7 +18,11 @@ WAN_VAE_FILE = "Wan2.1_VAE.pth"
 WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 WAN_TOKENIZER_DIR = os.path.join("google", "umt5-xxl")
 WAN_SOURCE = "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"
-PSSR_SOURCE = "the PS-SR release (see checkpoints/pretrained_models/README.md)"
+PSSR_SOURCE = ("the PS-SR pretrained checkpoints, "
+               "https://drive.google.com/drive/folders/1TUO80tp3I4N93Q_rOsn_HopMeXpHSpCO")
+RAM_SOURCE = ("https://huggingface.co/spaces/xinyu1205/recognize-anything/blob/main/"
+              "ram_swin_large_14m.pth")
+DAPE_SOURCE = "https://drive.google.com/file/d/1KIV6VewwO2eDC9g4Gcvgm-a0LDI7Lmwm/view"
 
 # Known DiT widths -> attention heads (head_dim 128 in every released Wan2.1 model).
 KNOWN_HEADS = {1536: 12, 5120: 40}
@@ -33,6 +37,30 @@ def require_file(path: str | os.PathLike, what: str, source: str = WAN_SOURCE) -
     if not p.exists():
         raise MissingWeightsError(f"missing {what}: {p} (get it from {source})")
     return p
+
+
+def missing_files(entries) -> list[str]:
+    """One line per missing ``(path, what, source)`` entry."""
+    return [f"missing {what}: {p} (get it from {src})" for p, what, src in entries
+            if p is not None and not Path(p).exists()]
+
+
+def require_files(wan_files: "WanFiles", base_path=None, draft_path=None,
+                  text_encoder: bool = False) -> None:
+    """Raise one :class:`MissingWeightsError` listing EVERY missing file of an inference run
+    (the text encoder and its tokenizer only with ``text_encoder``: a cached prompt needs neither)."""
+    entries = [(wan_files.dit, "Wan2.1 DiT weights", WAN_SOURCE),
+               (wan_files.vae, "Wan2.1 VAE weights", WAN_SOURCE),
+               (base_path, "PS-SR base weights", PSSR_SOURCE),
+               (draft_path, "PS-SR draft weights", PSSR_SOURCE)]
+    if text_encoder:
+        entries += [(wan_files.t5, "umT5 text encoder weights", WAN_SOURCE),
+                    (wan_files.tokenizer, "umT5 tokenizer folder", WAN_SOURCE)]
+    lines = missing_files(entries)
+    if len(lines) == 1:
+        raise MissingWeightsError(lines[0])
+    if lines:
+        raise MissingWeightsError(f"{len(lines)} weight files are missing:\n  " + "\n  ".join(lines))
 
 
 @dataclass
@@ -85,7 +113,16 @@ def dit_config_from_state_dict(sd: dict, num_heads: Optional[int] = None,
     if num_heads is None and metadata and "num_heads" in metadata:
         num_heads = int(metadata["num_heads"])
     if num_heads is None:
-        num_heads = KNOWN_HEADS.get(dim, max(1, dim // 128))
+        num_heads = KNOWN_HEADS.get(dim)
+    if num_heads is None:
+        if dim % 128:
+            raise ValueError(f"cannot derive the DiT's attention head count: width {dim} is not a "
+                             "released Wan2.1 width and not a multiple of 128, and the file has no "
+                             "'num_heads' metadata; pass --num_heads")
+        num_heads = dim // 128
+    if num_heads <= 0 or dim % num_heads or (dim // num_heads) % 2:
+        raise ValueError(f"{num_heads} attention heads do not fit a DiT of width {dim} (the head "
+                         "width must be a whole, even number); pass the right --num_heads")
     return dict(
         dim=dim, in_dim=in_dim, ffn_dim=sd["blocks.0.ffn.0.weight"].shape[0],
         out_dim=sd["head.head.weight"].shape[0] // math.prod(patch),

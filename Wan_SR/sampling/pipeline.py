@@ -1,4 +1,5 @@
-"""The PS-SR pipeline: models loaded once, one tile at a time (SPEC §3, §4, §6).
+"""The PS-SR pipeline: models loaded once, one tile at a time (docs/method.md, "Base step",
+"Draft steps", "Sliding windows").
 
 ``PSSRPipeline.run_tile`` pads a tile to 4n+1 frames and /16 sizes, encodes it ONCE, makes the
 base step and as many draft steps as the requested branches need, decodes only those branches
@@ -7,29 +8,36 @@ and crops back.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from Wan_SR.core.options import DEFAULT_K_SELECT, SamplingOptions, branch_names
 from .speculative import base_step, draft_steps
 from .speed import attention_context
 from .timeline import FlowTimeline
 
 
-def branch_names(num_draft_steps: int) -> list[str]:
-    """Output branches of step 1: ``base`` and ``base+draft_k`` for every draft step."""
-    return ["base"] + [f"base+draft_{k}" for k in range(1, num_draft_steps + 1)]
+log = logging.getLogger(__name__)
+_S = SamplingOptions()
 
 
 @dataclass
 class SamplingConfig:
-    timestep_base: float = 699
-    timestep_draft_list: Sequence[float] = (599, 499, 399)
-    k_select: float = 1.5
-    cfg_scale: float = 1.0
+    """What the pipeline samples with (defaults: :class:`Wan_SR.core.options.SamplingOptions`)."""
+    timestep_base: float = _S.timestep_base
+    timestep_draft_list: Sequence[float] = tuple(_S.timestep_draft_list)
+    k_select: float = _S.k_select
+    cfg_scale: float = _S.cfg_scale
     record_blocks: list = field(default_factory=list)
+
+    @classmethod
+    def from_options(cls, o: SamplingOptions) -> "SamplingConfig":
+        return cls(timestep_base=o.timestep_base, timestep_draft_list=tuple(o.timestep_draft_list),
+                   k_select=o.k_select, cfg_scale=o.cfg_scale)
 
 
 def padded_shape(T: int, H: int, W: int, multiple: int = 16) -> tuple[int, int, int]:
@@ -68,8 +76,13 @@ class PSSRPipeline:
         self.negative_context = (negative_context.to(self.device, dtype)
                                  if negative_context is not None else None)
         self.config = config
+        if getattr(draft, "block_ids", None):
+            # the draft decides which base features it needs (its file records them)
+            config.record_blocks = list(draft.block_ids)
+            config.k_select = getattr(draft, "k_select", None) or config.k_select
         if not config.record_blocks:
-            config.record_blocks = select_blocks(len(base_dit.blocks), config.k_select)
+            k = DEFAULT_K_SELECT if config.k_select is None else config.k_select
+            config.record_blocks = select_blocks(len(base_dit.blocks), k)
         self.timeline = FlowTimeline()
         self.attention = attention
         self.channels_last = False
@@ -77,6 +90,7 @@ class PSSRPipeline:
         self.offload = False         # DiTs live on the CPU and visit the device for their step
         self.encode_calls = 0
         self.decode_calls = 0
+        self.prompt: Optional[str] = None  # set by from_files (recorded in run_config.json)
 
     def optimize(self, compile: bool = False, channels_last: bool = True,
                  compile_vae: bool = False) -> "PSSRPipeline":
@@ -135,23 +149,19 @@ class PSSRPipeline:
     def from_files(cls, wan_files, base_path, draft_path, *, prompt: str, negative_prompt: str,
                    config: SamplingConfig, device="cpu", dtype=torch.bfloat16,
                    cache_dir: Optional[str] = None, num_heads: Optional[int] = None,
-                   attention: str = "auto", log=print):
+                   attention: str = "auto"):
         from ..models.draft import load_draft
         from ..models.lora import load_base_checkpoint
         from ..models.text import PromptEncoder
-        from ..models.wan import load_dit, load_vae, require_file, PSSR_SOURCE
+        from ..models.wan import load_dit, load_vae, require_files
 
-        # fail early on every missing file, before the slow loads
-        for p, what, src in ((wan_files.dit, "Wan2.1 DiT weights", None),
-                             (wan_files.vae, "Wan2.1 VAE weights", None),
-                             (base_path, "PS-SR base weights", PSSR_SOURCE),
-                             (draft_path, "PS-SR draft weights", PSSR_SOURCE)):
-            require_file(p, what, src) if src else require_file(p, what)
+        # fail early on every missing file at once, before the slow loads
+        require_files(wan_files, base_path, draft_path)
         enc = PromptEncoder(wan_files.t5, wan_files.tokenizer, cache_dir=cache_dir, device=device)
         context = enc.encode(prompt)
         negative = enc.encode(negative_prompt) if config.cfg_scale != 1.0 else None
         if enc.encoder_loads:
-            log("prompt embedding computed and cached")
+            log.info("prompt embedding computed and cached")
         enc.release()
         base = load_dit(wan_files.dit, dtype=dtype, device=device, num_heads=num_heads)
         load_base_checkpoint(base, base_path)
@@ -160,8 +170,10 @@ class PSSRPipeline:
                            num_heads=num_heads or base.config["num_heads"], dtype=dtype,
                            device=device)
         vae = load_vae(wan_files.vae, dtype=dtype, device=device)
-        return cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
+        pipe = cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
                    attention=attention)
+        pipe.prompt = prompt
+        return pipe
 
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -44,9 +44,9 @@ def _tokenizer_source() -> Path:
 
 
 def _save_st(sd: dict, path: Path, metadata: dict | None = None) -> None:
-    from Wan_SR.models.lora import save_safetensors_atomic
+    from Wan_SR.core.files import save_safetensors_atomic
 
-    save_safetensors_atomic({k: v.detach().contiguous() for k, v in sd.items()}, path, metadata)
+    save_safetensors_atomic(path, {k: v.detach() for k, v in sd.items()}, metadata)
 
 
 def make_checkpoints(out: str | Path, size: str = "tiny", seed: int = 0,
@@ -59,7 +59,7 @@ def make_checkpoints(out: str | Path, size: str = "tiny", seed: int = 0,
 
     from Wan_SR.models.draft import build_draft, save_draft
     from Wan_SR.models.lora import export_base_state_dict, inject_lora, merge_lora_state_dict
-    from Wan_SR.models.prompts import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
+    from Wan_SR.core.options import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT
     from Wan_SR.models.text import store_cached_context
     from Wan_SR.models.wan import (WAN_DIT_FILE, WAN_T5_FILE, WAN_TOKENIZER_DIR, WAN_VAE_FILE,
                                    build_dit, widen_patch_embedding)

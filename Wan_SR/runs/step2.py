@@ -1,4 +1,5 @@
-"""Step 2 as a stand-alone pass: fuse the videos of two folders (SPEC §7).
+"""Step 2 as a stand-alone pass: fuse the videos of two folders (docs/method.md,
+"Frequency-domain update").
 
 ``consistent_dir`` holds the base-branch results, ``sharp_dir`` the last-draft results; files
 are paired by base name (``a.mp4`` and a frame folder ``a/`` both pair as ``a``). Each pair is
@@ -10,42 +11,64 @@ one and is renamed when complete).
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
+import dataclasses
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
-from tqdm import tqdm
 
-from Wan_SR.cli.common import resolve_device
+from Wan_SR.core.devices import resolve_device
+from Wan_SR.core.log import progress
+from Wan_SR.core.options import FusionOptions, OutputOptions, WindowOptions, step2_windows
+from Wan_SR.core.windows import iter_windows
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
-from Wan_SR.sampling.windows import WindowOptions, iter_windows
+from .common import Summary, same_settings, write_run_config
+
+log = logging.getLogger(__name__)
+_OUT = OutputOptions()
 
 
 @dataclass
-class Step2Options(WindowOptions):
-    overlap_t: int = 8  # step 2's temporal overlap (windows only bound memory here)
-    fc: float = 0.20
-    alpha: float = 0.6
-    border: int = 2
-    order: int = 2
-    eps: float = 1e-6
-    device: Optional[str] = None  # None: cuda if available, else cpu
-    fps: Optional[float] = None  # None: the consistent video's rate
-    sort_files: bool = False
-    skip_existing: bool = False
-    save_quality: float = 9.0
+class Step2Options:
+    """Step 2's settings (defaults from :mod:`Wan_SR.core.options`; flat for convenience)."""
+    windows: WindowOptions = field(default_factory=step2_windows)
+    fusion: FusionOptions = field(default_factory=FusionOptions)
+    device: Optional[str] = None      # None: cuda if available, else cpu
+    fps: Optional[float] = None       # None: the consistent video's rate
+    sort_files: bool = _OUT.sort_files
+    skip_existing: bool = _OUT.skip_existing
+    save_quality: float = _OUT.save_quality
+
+    def __init__(self, windows: Optional[WindowOptions] = None,
+                 fusion: Optional[FusionOptions] = None, device: Optional[str] = None,
+                 fps: Optional[float] = None, sort_files: bool = _OUT.sort_files,
+                 skip_existing: bool = _OUT.skip_existing, save_quality: float = _OUT.save_quality,
+                 **flat):
+        """Also takes the window and fusion fields flat (``Step2Options(alpha=1, window_h=64)``)."""
+        w = dataclasses.asdict(windows or step2_windows())
+        f = dataclasses.asdict(fusion or FusionOptions())
+        for k, v in flat.items():
+            if k in w:
+                w[k] = v
+            elif k in f:
+                f[k] = v
+            else:
+                raise TypeError(f"Step2Options: unknown option {k!r}")
+        self.windows, self.fusion = WindowOptions(**w), FusionOptions(**f)
+        self.device, self.fps, self.sort_files = device, fps, sort_files
+        self.skip_existing, self.save_quality = skip_existing, save_quality
 
     def fusion_kwargs(self) -> dict:
-        return dict(fc=self.fc, alpha=self.alpha, border=self.border, order=self.order,
-                    eps=self.eps, window_h=self.window_h, window_w=self.window_w,
-                    overlap_h=self.overlap_h, overlap_w=self.overlap_w)
+        return self.fusion.kwargs(self.windows)
 
-
-def _report(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    def settings(self) -> dict:
+        """What decides the outputs (compared by ``--skip_existing``)."""
+        return {"windows": dataclasses.asdict(self.windows),
+                "fusion": dataclasses.asdict(self.fusion), "fps": self.fps,
+                "save_quality": self.save_quality}
 
 
 def pair_inputs(consistent_dir, sharp_dir, sort: bool = True
@@ -97,13 +120,13 @@ def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
     audio = info_c.path if info_c.has_audio else None
     reader_c = video_io.FrameReader(info_c.path, info=info_c, prefetch=4)
     reader_s = video_io.FrameReader(info_s.path, info=info_s, prefetch=4)
-    bar = tqdm(total=n, desc=name, unit="frame", dynamic_ncols=True)
+    bar = progress(total=n, desc=name, unit="frame")
     try:
         with video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
                                   quality=opts.save_quality, audio_from=audio,
                                   audio_codec=info_c.audio_codec, background=True) as writer:
             done = 0  # frames [0, done) are fused and written
-            for start, count in iter_windows(n, opts.window_t, opts.overlap_t):
+            for start, count in iter_windows(n, opts.windows.window_t, opts.windows.overlap_t):
                 end = start + count
                 if end <= done:
                     continue
@@ -125,47 +148,54 @@ def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
 
 
 def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
-    """Fuse every pair of the two folders into ``output_dir/<name>.mp4``. Returns the exit
-    status: 0 when every input was fused (or skipped as already complete), 1 when any input was
-    skipped for a problem or failed, 2 when the folders cannot be read."""
+    """Fuse every pair of the two folders into ``output_dir/<name>.mp4`` and write
+    ``run_config.json``. Returns the exit status: 0 when every input was fused (or skipped as
+    already complete), 1 when any input was skipped for a problem or failed, 2 when the folders
+    cannot be read."""
     device = resolve_device(opts.device)
     try:
         pairs, problems = pair_inputs(consistent_dir, sharp_dir, sort=opts.sort_files)
     except video_io.VideoError as e:
-        _report(f"ERROR: {e}")
+        log.error("%s", e)
         return 2
     for msg in problems:
-        _report(f"SKIPPED {msg}")
+        log.warning("skipped: %s", msg)
     output_dir = Path(output_dir)
-    written, complete, failed = [], [], []
-    for name, path_c, path_s in pairs:
+    settings = opts.settings()
+    same = same_settings(output_dir, settings)
+    if opts.skip_existing and not same and output_dir.exists():
+        log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
+                    " every output is redone", output_dir)
+    summary = Summary("step 2")
+    for name, path_c, path_s in progress(pairs, desc="videos", unit="video", leave=True) \
+            if len(pairs) > 1 else pairs:
         out_path = output_dir / f"{name}.mp4"
         try:
             info_c = video_io.probe(path_c, fps=opts.fps)
             info_s = video_io.probe(path_s)
         except video_io.VideoError as e:
             problems.append(str(e))
-            _report(f"SKIPPED {name}: {e}")
+            log.warning("skipped: %s: %s", name, e)
             continue
         msg = check_pair(name, info_c, info_s)
         if msg is not None:
             problems.append(msg)
-            _report(f"SKIPPED {msg}")
+            log.warning("skipped: %s", msg)
             continue
-        if opts.skip_existing and video_io.is_complete_output(out_path, info_c.num_frames):
-            complete.append(name)
-            print(f"{name}: {out_path} is complete ({info_c.num_frames} frames), skipped",
-                  flush=True)
+        if opts.skip_existing and same and video_io.is_complete_output(out_path,
+                                                                       info_c.num_frames):
+            summary.skipped.append(name)
+            log.info("%s: %s is complete (%d frames), skipped", name, out_path, info_c.num_frames)
             continue
         try:
             fuse_pair(name, info_c, info_s, out_path, opts, device)
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
-            failed.append(name)
-            _report(f"FAILED {name}: {e}")
+            summary.fail(name, e)
             continue
-        written.append(name)
-        print(f"{name}: wrote {out_path} ({info_c.num_frames} frames at {info_c.rate} fps)",
-              flush=True)
-    print(f"step 2: {len(written)} written, {len(complete)} already complete, "
-          f"{len(problems)} skipped for a problem, {len(failed)} failed", flush=True)
-    return 1 if problems or failed else 0
+        summary.done.append(name)
+        log.info("%s: wrote %s (%d frames at %s fps)", name, out_path, info_c.num_frames,
+                 info_c.rate)
+    write_run_config(output_dir, "inference_step_2.py", settings)
+    if problems:
+        log.warning("step 2: %d input(s) skipped for a problem", len(problems))
+    return max(summary.log(), 1 if problems else 0)

@@ -1,0 +1,71 @@
+"""eval_metrics.py: full-reference, no-reference and temporal metrics for videos and frame
+folders (docs/method.md, "Evaluation").
+
+Example::
+
+    python eval_metrics.py --gt videos/gt --pred videos/out --metrics psnr,ssim,lpips,ewarp \\
+        --crop 4 --test_y_channel
+
+Writes metrics_<names>.json (per_sample, average, count, settings) into --out (default: the
+prediction folder). Exit status: 0 ok, 1 some samples failed (the others are scored), 2 nothing
+scored (bad options, missing weights).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import HelpFormatter, add_log_args, check_device, check_writable_dir, setup_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval_metrics.py", description=__doc__,
+                                formatter_class=HelpFormatter)
+    p.add_argument("--gt", default=None,
+                   help="ground truth: folder of videos / frame folders (or one of them), paired "
+                        "with --pred by base name; needed by full-reference metrics")
+    p.add_argument("--pred", required=True,
+                   help="predictions: folder of videos / frame folders (or one of them)")
+    p.add_argument("--out", default=None,
+                   help="folder for the JSON (default: the prediction folder)")
+    p.add_argument("--metrics", default="psnr,ssim",
+                   help="comma list of pyiqa metric names plus 'ewarp'")
+    p.add_argument("--crop", type=int, default=0,
+                   help="pixels removed from every border before full-reference metrics")
+    p.add_argument("--test_y_channel", action="store_true",
+                   help="psnr/ssim on Y = .257R + .504G + .098B + .0625 instead of RGB")
+    p.add_argument("--is_center", action="store_true",
+                   help="cut GT and prediction to their common size around the centre "
+                        "(default: top-left)")
+    p.add_argument("--batch_mode", action="store_true",
+                   help="score --batch_size frames per metric call (default: one at a time)")
+    p.add_argument("--batch_size", type=int, default=8, help="frames per batch with --batch_mode")
+    p.add_argument("--device", default=None,
+                   help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    p.add_argument("--weights_dir", default=None,
+                   help="local folder holding metric weight files (searched recursively by file "
+                        "name) for machines without internet access")
+    add_log_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_from_args(args)
+    pred = Path(args.pred)
+    if not pred.exists():
+        parser.error(f"--pred {pred}: no such file or folder")
+    if args.gt is not None and not Path(args.gt).exists():
+        parser.error(f"--gt {args.gt}: no such file or folder")
+    out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
+    check_writable_dir(parser, out, "--out")
+    check_device(parser, args.device)
+    from Wan_SR.runs.evaluate import main as run
+
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The one home of every default of PS-SR (docs/method.md lists them with their sources).
+
+Each option is a dataclass field whose ``metadata["help"]`` is the help text the command line
+shows; the parsers in ``Wan_SR/cli`` build their arguments from these fields, so a default is
+written once. A run writes its resolved options as JSON (``run_config.json``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+DEFAULT_PROMPT = ("4K Ultra-clear, Sharp, Fine Details Restored, Temporal Consistency, "
+                  "Natural Colors")
+# Draft block rule of the released draft.safetensors (every third block of 30).
+DEFAULT_K_SELECT = 1.5
+DEFAULT_NEGATIVE_PROMPT = (
+    "painting, oil painting, illustration, drawing, art, sketch, cartoon, CG Style, 3D render, "
+    "unreal engine, blurring, dirty, messy, worst quality, low quality, frames, watermark, "
+    "signature, jpeg artifacts, deformed, lowres, over-smooth")
+
+
+FINAL = "final"  # step 1's output of the frequency-domain update
+
+
+def branch_names(num_draft_steps: int) -> list[str]:
+    """Output branches of step 1: ``base`` and ``base+draft_k`` for every draft step."""
+    return ["base"] + [f"base+draft_{k}" for k in range(1, num_draft_steps + 1)]
+
+
+def opt(default, help: str, **kw):
+    """A dataclass field with a help text (``default`` may be a list: copied per instance)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class WindowOptions:
+    """Sliding windows in frames / pixels (docs/method.md, "Sliding windows")."""
+    window_t: int = opt(33, "frames per temporal window")
+    overlap_t: int = opt(16, "frames shared by consecutive temporal windows")
+    window_h: int = opt(720, "spatial tile height in pixels")
+    overlap_h: int = opt(128, "overlap of vertically adjacent tiles in pixels")
+    window_w: int = opt(1280, "spatial tile width in pixels")
+    overlap_w: int = opt(128, "overlap of horizontally adjacent tiles in pixels")
+
+    def validate(self) -> None:
+        for name in ("window_t", "window_h", "window_w"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be positive")
+        for ov, win in (("overlap_t", "window_t"), ("overlap_h", "window_h"),
+                        ("overlap_w", "window_w")):
+            if not 0 <= getattr(self, ov) < getattr(self, win):
+                raise ValueError(f"--{ov} must be >= 0 and smaller than --{win}")
+
+    def tiles(self) -> dict:
+        """The spatial part, as keyword arguments of the tiling functions."""
+        return dict(window_h=self.window_h, window_w=self.window_w, overlap_h=self.overlap_h,
+                    overlap_w=self.overlap_w)
+
+
+# Step 2's temporal windows only bound memory (fusion is per frame): published overlap 8.
+STEP2_OVERLAP_T = 8
+
+
+def step2_windows() -> WindowOptions:
+    return WindowOptions(overlap_t=STEP2_OVERLAP_T)
+
+
+@dataclass
+class FusionOptions:
+    """Frequency-domain update (docs/method.md, "Frequency-domain update")."""
+    fc: float = opt(0.20, "Butterworth cut-off in cycles per pixel on the centred spectrum")
+    alpha: float = opt(0.6, "strength of the high band: Y = L_c + alpha (w Hf_s + (1-w) Hf_c); "
+                            "1 keeps all of it (the published script's own default)")
+    border: int = opt(2, "outer pixels that keep the consistent luma")
+    order: int = opt(2, "Butterworth order")
+    eps: float = opt(1e-6, "stabiliser of the weight w = |Hf_s| / (|Hf_s| + |Hf_c| + eps)")
+
+    def validate(self) -> None:
+        if self.fc <= 0 or self.order <= 0:
+            raise ValueError("--fc and --order must be positive")
+        if self.border < 0 or self.eps < 0:
+            raise ValueError("--border and --eps must not be negative")
+        if self.alpha < 0:
+            raise ValueError("--alpha must not be negative")
+
+    def kwargs(self, windows: WindowOptions) -> dict:
+        """Keyword arguments of ``fuse_video``: these settings tiled like ``windows``."""
+        return dict(dataclasses.asdict(self), **windows.tiles())
+
+
+@dataclass
+class SamplingOptions:
+    """The base step and the draft steps (docs/method.md, "Base step", "Draft steps")."""
+    prompt: str = opt(DEFAULT_PROMPT, "text prompt")
+    negative_prompt: str = opt(DEFAULT_NEGATIVE_PROMPT,
+                               "negative prompt, used only when --cfg_scale is not 1")
+    seed: int = opt(0, "random seed")
+    torch_dtype: str = opt("bfloat16", "precision of the models (bfloat16 as in the release)",
+                           choices=("bfloat16", "float16", "float32"))
+    cfg_scale: float = opt(1.0, "classifier-free guidance scale (1 = off)")
+    timestep_base: float = opt(699.0, "timestep of the single base step, 0 < t <= 1000")
+    timestep_draft_list: list = opt([599.0, 499.0, 399.0],
+                                    'draft timesteps, strictly decreasing and below the base '
+                                    'timestep, e.g. "[599,499,399]"')
+    k_select: Optional[float] = opt(None, "draft block rule: block i is kept when i %% k == k - 1 "
+                                          "(1.5 or 3: every third block); default: what the "
+                                          f"draft file records, else {DEFAULT_K_SELECT}")
+
+    def validate(self) -> None:
+        validate_timesteps(self.timestep_base, self.timestep_draft_list)
+        if self.k_select is not None and self.k_select < 1:
+            raise ValueError(f"--k_select must be >= 1, got {self.k_select}")
+        if self.cfg_scale <= 0:
+            raise ValueError("--cfg_scale must be positive")
+
+
+def validate_timesteps(t_base: float, drafts) -> None:
+    """``0 < t <= 1000`` for every timestep; drafts strictly decreasing and below the base."""
+    for t in [t_base, *drafts]:
+        if not 0 < t <= 1000:
+            raise ValueError(f"timesteps must lie in (0, 1000], got {t:g}")
+    seq = [t_base, *drafts]
+    for a, b in zip(seq, seq[1:]):
+        if not b < a:
+            raise ValueError("draft timesteps must be strictly decreasing and below the base "
+                             f"timestep ({t_base:g}), got {list(drafts)}")
+
+
+@dataclass
+class OutputOptions:
+    """How outputs are written (every script that writes videos)."""
+    fps: Optional[str] = opt(None, "output frame rate as a number or a ratio such as 30000/1001 "
+                                   "(default: the input's exact rate; 30 for frame folders)")
+    save_quality: float = opt(9.0, "H.264 quality 0..10, 10 best (9 = x264 CRF 5)")
+    skip_existing: bool = opt(False, "skip outputs already complete and made with the same "
+                                     "settings (others are redone)")
+    sort_files: bool = opt(False, "process inputs in natural name order")
+
+    def validate(self) -> None:
+        if not 0 <= self.save_quality <= 10:
+            raise ValueError("--save_quality must be in 0..10")
+        if self.fps is not None:
+            parse_fps(self.fps)
+
+
+def parse_fps(text) -> float:
+    """'25', '29.97' or '30000/1001' -> a positive float (ValueError otherwise)."""
+    from fractions import Fraction
+
+    try:
+        val = float(Fraction(str(text).strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"--fps must be a number or a ratio like 30000/1001, got {text!r}") from None
+    if val <= 0:
+        raise ValueError(f"--fps must be positive, got {text!r}")
+    return val
+
+
+@dataclass
+class LogOptions:
+    log_level: str = opt("info", "how much to log", choices=("debug", "info", "warning", "error"))
+    no_progress: bool = opt(False, "no progress bars (they are also off when standard error is "
+                                   "not a terminal)")
+
+
+def to_dict(*objs) -> dict:
+    """Merged ``asdict`` of option objects (for run_config.json)."""
+    out: dict = {}
+    for o in objs:
+        out[type(o).__name__] = dataclasses.asdict(o)
+    return out

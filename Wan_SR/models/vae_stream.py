@@ -1,0 +1,95 @@
+"""Streamed Wan2.1 VAE encode and decode (docs/method.md, "Latent windows").
+
+The causal VAE is fed the way diffsynth's ``VideoVAE_.encode``/``decode`` feed it (frame 0
+alone, then chunks of 4 frames with one feature cache), but chunk by chunk from the caller, so a
+whole full-resolution clip is never in memory. Results equal the whole-clip calls to float
+tolerance.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
+
+
+def vae_dtype(vae) -> torch.dtype:
+    return next(vae.parameters()).dtype
+
+
+def _scale(vae, like: torch.Tensor):
+    """(mean, 1/std) broadcastable over (B, C, T, H, W), as ``VideoVAE_.encode/decode`` use them."""
+    scale, z_dim = vae.scale, vae.model.z_dim
+    if isinstance(scale[0], torch.Tensor):
+        mean, inv_std = (s.to(dtype=like.dtype, device=like.device) for s in scale)
+        return mean.view(1, z_dim, 1, 1, 1), inv_std.view(1, z_dim, 1, 1, 1)
+    scale = scale.to(dtype=like.dtype, device=like.device)
+    return scale[0], scale[1]
+
+
+def _new_cache(module) -> list:
+    from diffsynth.models.wan_video_vae import count_conv3d
+
+    return [None] * count_conv3d(module)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+@torch.no_grad()
+def encode_chunks(vae, chunks: Iterable[torch.Tensor], *, device, dtype,
+                  memory_format: Optional[Callable] = None) -> torch.Tensor:
+    """Encode a clip given as chunks (frame 0, then 4 frames at a time; (n,3,H,W) in [0,1]) with
+    one causal feature cache, exactly like ``VideoVAE_.encode`` on the whole clip. Returns
+    latents (1,16,T',H/8,W/8)."""
+    fmt = memory_format or _same
+    model, wdtype = vae.model, vae_dtype(vae)
+    cache, outs = _new_cache(model.encoder), []
+    for chunk in chunks:
+        x = (chunk.to(device, dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
+        outs.append(model.encoder(fmt(x).to(wdtype), feat_cache=cache, feat_idx=[0]))
+    del cache
+    mu, _log_var = model.conv1(torch.cat(outs, 2)).chunk(2, dim=1)
+    mean, inv_std = _scale(vae, mu)
+    return ((mu - mean) * inv_std).contiguous()
+
+
+class StreamDecoder:
+    """Decodes a latent volume one latent frame at a time with its own causal cache, like
+    ``VideoVAE_.decode``; :meth:`next` returns the next chunk as (n,3,H,W) float32 in [0,1]
+    (n = 1 for the first latent, 4 after)."""
+
+    @torch.no_grad()
+    def __init__(self, vae, latents: torch.Tensor, *, device,
+                 memory_format: Optional[Callable] = None):
+        model = vae.model
+        z = (memory_format or _same)(latents.to(device, vae_dtype(vae)))
+        mean, inv_std = _scale(vae, z)
+        self.decoder = model.decoder
+        self.x = model.conv2(z / inv_std + mean)
+        self.cache = _new_cache(model.decoder)
+        self.length, self.i = z.shape[2], 0
+
+    @torch.no_grad()
+    def next(self) -> torch.Tensor:
+        if self.i >= self.length:
+            raise RuntimeError("StreamDecoder: every latent frame is already decoded")
+        y = self.decoder(self.x[:, :, self.i:self.i + 1], feat_cache=self.cache, feat_idx=[0])
+        self.i += 1
+        if self.i == self.length:
+            self.cache = None
+        return (y.clamp_(-1, 1)[0].permute(1, 0, 2, 3).float() + 1) / 2
+
+
+def decode_in_lockstep(decoders: dict, num_frames: int, height: int,
+                       width: int) -> Iterator[dict]:
+    """Step the :class:`StreamDecoder` s {branch: decoder} together, yielding {branch: (n,3,H,W)}
+    chunks in [0,1] cropped to ``num_frames`` x ``height`` x ``width``."""
+    length = next(iter(decoders.values())).length
+    emitted = 0
+    for _ in range(length):
+        chunk = {b: d.next() for b, d in decoders.items()}
+        n = min(next(iter(chunk.values())).shape[0], num_frames - emitted)
+        if n > 0:
+            yield {b: c[:n, :, :height, :width] for b, c in chunk.items()}
+            emitted += n

@@ -1,0 +1,108 @@
+"""What the folder loops share: the run settings file and the per-run summary.
+
+Every run writes its resolved settings to ``<output_dir>/run_config.json`` (docs/method.md,
+"Reproducing a run"), so a result can be reproduced and ``--skip_existing`` can tell an output
+made with the same settings from one made with others.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from Wan_SR.core.files import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.json"
+
+
+def run_config_path(output_dir) -> Path:
+    return Path(output_dir) / RUN_CONFIG
+
+
+def read_run_config(output_dir) -> Optional[dict]:
+    p = run_config_path(output_dir)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def same_settings(output_dir, settings: dict) -> bool:
+    """True when ``output_dir`` holds a run_config.json whose ``settings`` equal ``settings``."""
+    prev = read_run_config(output_dir)
+    return prev is not None and _jsonable(prev.get("settings")) == _jsonable(settings)
+
+
+def write_run_config(output_dir, script: str, settings: dict, argv=None) -> Path:
+    """Write ``run_config.json``: the script, its command line, the resolved settings that
+    decide the outputs, and the versions that produced them."""
+    import torch
+
+    data = {
+        "script": script,
+        "argv": list(sys.argv[1:] if argv is None else argv),
+        "settings": _jsonable(settings),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    return write_json_atomic(run_config_path(output_dir), data)
+
+
+def _jsonable(obj):
+    """Tuples -> lists, paths -> str, recursively (so settings compare equal after a JSON trip)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+class Summary:
+    """Counts of one run, logged at the end: processed / skipped / failed, with reasons."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.done: list[str] = []
+        self.skipped: list[str] = []
+        self.failed: dict[str, str] = {}
+
+    def fail(self, name: str, reason) -> None:
+        self.failed[name] = str(reason)
+        log.error("%s: %s", name, reason)
+
+    def log(self) -> int:
+        """Log the summary; returns the exit status (1 when anything failed)."""
+        log.info("%s: %d done, %d skipped (complete), %d failed", self.what, len(self.done),
+                 len(self.skipped), len(self.failed))
+        for name, reason in self.failed.items():
+            log.warning("failed: %s (%s)", name, reason)
+        return 1 if self.failed else 0
+
+
+def output_names(inputs) -> dict:
+    """{input path: output base name}. Names are the inputs' base names; inputs that share one
+    (``t.mp4`` and ``t.mkv``) get ``t_mp4`` and ``t_mkv`` (a frame folder: ``t_frames``), with a
+    notice, so no output overwrites another."""
+    from Wan_SR.data.video_io import stem
+
+    groups: dict[str, list] = {}
+    for p in inputs:
+        groups.setdefault(stem(p), []).append(Path(p))
+    names = {}
+    for s, paths in groups.items():
+        if len(paths) == 1:
+            names[paths[0]] = s
+            continue
+        for p in paths:
+            names[p] = f"{s}_{p.suffix.lstrip('.').lower() or 'frames'}" if p.is_file() \
+                else f"{s}_frames"
+        log.warning("inputs %s share the name '%s': written as %s", ", ".join(p.name for p in paths),
+                    s, ", ".join(names[p] for p in paths))
+    if len(set(names.values())) != len(names):
+        dup = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
+        raise ValueError(f"cannot give distinct output names to the inputs {dup}; rename them")
+    return names

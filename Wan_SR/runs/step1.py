@@ -1,0 +1,355 @@
+"""Step 1 over folders of videos: temporal windows x spatial tiles through
+:class:`Wan_SR.sampling.pipeline.PSSRPipeline`, blended in memory and streamed to one writer per
+output branch (docs/method.md, "Sliding windows", "Outputs").
+
+Output layout: ``<output_dir>/<branch>/<name>.mp4`` for ``base``, ``base+draft_k`` and (with
+``final``) the frequency-domain update of ``base`` and the last draft branch, computed in the
+same pass from the in-memory frames (no lossy intermediate is re-read), with the same fusion
+options and tiles as ``inference_step_2.py``. ``<output_dir>/run_config.json`` records the
+settings.
+
+Two runners share the plan/writer code: :func:`restore_video_pixel` (the published pixel
+windows) and :func:`restore_video_latent` (``--window_space latent``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from Wan_SR.core.log import progress
+from Wan_SR.core.options import FINAL, FusionOptions, OutputOptions, WindowOptions, branch_names
+from Wan_SR.core.windows import SpatialAccumulator, TemporalBlender, tile_boxes, window_starts
+from Wan_SR.data import video_io
+from Wan_SR.fusion.frequency import fuse_video
+from Wan_SR.sampling.latent_windows import (decode_streamed, encode_streamed, latent_windows,
+                                            sample_windows)
+from Wan_SR.sampling.pipeline import pad_frames, padded_shape
+from .common import Summary, output_names, same_settings, write_run_config
+
+log = logging.getLogger(__name__)
+
+_OUT = OutputOptions()
+
+
+@dataclass
+class RestoreOptions:
+    """Everything step 1 needs besides the pipeline (defaults from :mod:`Wan_SR.core.options`)."""
+    outputs: Optional[Sequence[str]] = None   # None: base and every base+draft_k
+    windows: WindowOptions = field(default_factory=WindowOptions)
+    fusion: FusionOptions = field(default_factory=FusionOptions)
+    upscale: float = 1.0
+    fps: Optional[float] = None
+    save_quality: float = _OUT.save_quality
+    skip_existing: bool = _OUT.skip_existing
+    sort_files: bool = _OUT.sort_files
+    copy_audio: bool = True
+    window_space: str = "pixel"               # "pixel" (published) or "latent" (encode/decode once)
+
+    def __post_init__(self):
+        if self.windows is None:
+            self.windows = WindowOptions()
+        if self.fusion is None:
+            self.fusion = FusionOptions()
+        if self.window_space not in ("pixel", "latent"):
+            raise ValueError(f"window_space must be 'pixel' or 'latent', got {self.window_space!r}")
+
+def output_path(output_dir, branch: str, name: str) -> Path:
+    return Path(output_dir) / branch / f"{name}.mp4"
+
+
+def resolve_outputs(outputs: Optional[Sequence[str]], num_draft_steps: int) -> list[str]:
+    names = branch_names(num_draft_steps)
+    if not outputs:
+        return names
+    allowed = names + [FINAL]
+    bad = [o for o in outputs if o not in allowed]
+    if bad:
+        raise ValueError(f"unknown output(s) {bad}; choose from {allowed}")
+    if FINAL in outputs and num_draft_steps == 0:
+        raise ValueError("'final' needs at least one draft step")
+    return [o for o in allowed if o in outputs]
+
+
+@dataclass
+class VideoJob:
+    """What restoring one video involves; shared by the pixel- and the latent-window runners."""
+    info: "video_io.VideoInfo"
+    name: str
+    names: list          # every branch the pipeline produces (base, base+draft_1, ...)
+    outputs: list        # outputs to write (after --skip_existing)
+    decode: list         # branches to decode: the outputs plus what 'final' needs
+    height: int          # processing = output size (after --upscale)
+    width: int
+    audio: Optional[Path]
+
+
+def plan_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
+               same_settings: bool = True, name: Optional[str] = None) -> Optional[VideoJob]:
+    """Outputs, decoded branches and sizes of one video; None when ``skip_existing`` finds every
+    output complete (and made with the same settings: ``same_settings``)."""
+    n_draft = len(pipe.config.timestep_draft_list)
+    names = branch_names(n_draft)
+    outputs = resolve_outputs(opts.outputs, n_draft)
+    info = info or video_io.probe(in_path, fps=opts.fps)
+    name = name or video_io.stem(info.path)
+    if opts.skip_existing and same_settings:
+        outputs = [o for o in outputs
+                   if not video_io.is_complete_output(output_path(output_dir, o, name),
+                                                      info.num_frames)]
+        if not outputs:
+            return None
+    decode = [b for b in names if b in outputs or (FINAL in outputs and b in (names[0], names[-1]))]
+    W = info.width if opts.upscale == 1 else int(round(info.width * opts.upscale))
+    H = info.height if opts.upscale == 1 else int(round(info.height * opts.upscale))
+    audio = info.path if (opts.copy_audio and info.has_audio and not info.is_folder) else None
+    return VideoJob(info, name, names, outputs, decode, H, W, audio)
+
+
+def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
+    """One streamed writer per output (all aborted again if one fails to open)."""
+    writers = {}
+    try:
+        for o in job.outputs:
+            writers[o] = video_io.VideoWriter(output_path(output_dir, o, job.name),
+                                              fps=job.info.rate, size=(job.width, job.height),
+                                              quality=opts.save_quality, audio_from=job.audio,
+                                              audio_codec=job.info.audio_codec, background=True)
+    except BaseException:
+        abort_writers(writers)
+        raise
+    return writers
+
+
+@contextlib.contextmanager
+def video_outputs(job: VideoJob, output_dir, opts: RestoreOptions, reader, bar):
+    """Open the writers of ``job`` and yield them; on any error abort them (no partial files).
+    Always close the progress bar and the frame reader."""
+    writers = {}
+    try:
+        writers = open_writers(job, output_dir, opts)
+        yield writers
+    except BaseException:
+        abort_writers(writers)
+        raise
+    finally:
+        bar.close()
+        reader.close()
+
+
+def abort_writers(writers: dict) -> None:
+    for wr in writers.values():
+        wr.abort()
+
+
+def resize_frames(frames: torch.Tensor, job: VideoJob) -> torch.Tensor:
+    """Input frames (T,3,h,w) in [0,1] -> the processing size (bicubic, ``--upscale``)."""
+    if tuple(frames.shape[-2:]) != (job.height, job.width):
+        frames = F.interpolate(frames, size=(job.height, job.width), mode="bicubic",
+                               align_corners=False).clamp_(0, 1)
+    return frames
+
+
+def write_outputs(writers: dict, done: dict, job: VideoJob, opts: RestoreOptions, device) -> None:
+    """Write finished frames ``done`` = {branch: (n,3,H,W) in [0,1]}: every branch that is an
+    output, and 'final' (fusion of base and the last draft branch) when both are in ``done``."""
+    for b, frames in done.items():
+        if b in writers:
+            writers[b].write(video_io.tensor_to_frames(frames))
+    base, last = job.names[0], job.names[-1]
+    if FINAL in writers and base in done and last in done and done[base].shape[0]:
+        fused = fuse_video(done[base].to(device), done[last].to(device),
+                           **opts.fusion.kwargs(opts.windows))
+        writers[FINAL].write(video_io.tensor_to_frames(fused))
+
+
+def close_writers(writers: dict, job: VideoJob) -> dict:
+    """Check every output got exactly the input's frame count, then close: {output: path}."""
+    N = job.info.num_frames
+    for o, wr in writers.items():
+        if wr.frames_written != N:
+            raise video_io.VideoError(f"{job.name}: {o} got {wr.frames_written} of {N} frames")
+    return {o: wr.close() for o, wr in writers.items()}
+
+
+def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
+                  progress: bool = True, same_settings: bool = True,
+                  name: Optional[str] = None) -> dict:
+    """Restore one video (file or frame folder) to ``<output_dir>/<branch>/<name>.mp4``
+    (``name``: default the input's base name). Returns {output: path} of what was written."""
+    run = restore_video_latent if opts.window_space == "latent" else restore_video_pixel
+    return run(pipe, in_path, output_dir, opts, info=info, progress=progress,
+               same_settings=same_settings, name=name)
+
+
+def restore_video_pixel(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
+                        progress: bool = True, same_settings: bool = True,
+                        name: Optional[str] = None) -> dict:
+    """The published pixel windows: every window x tile is encoded, sampled and decoded on its
+    own and blended in pixels. Returns {output: path} of what was written."""
+    job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
+    if job is None:
+        return {}
+    info, decode, H, W = job.info, job.decode, job.height, job.width
+    w = opts.windows
+    N = info.num_frames
+    t_win = min(w.window_t, N)
+    starts = window_starts(N, t_win, w.overlap_t)
+    boxes = tile_boxes(H, W, w.window_h, w.window_w, w.overlap_h, w.overlap_w)
+    blenders = {b: TemporalBlender(starts, N) for b in decode}
+    # frames are decoded ahead in a thread; blending and fusion stay on the pipeline's device
+    reader = video_io.FrameReader(info.path, info=info, chunk=8, prefetch=2 * (t_win // 8 + 1))
+    bar = _bar(progress, total=N, desc=job.name, unit="frame")
+    with video_outputs(job, output_dir, opts, reader, bar) as writers:
+        for s in starts:
+            frames = video_io.frames_to_tensor(reader.get(s, t_win), pipe.device)
+            frames = resize_frames(frames, job)
+            if len(boxes) == 1:
+                window = pipe.run_tile(frames, decode)
+            else:
+                accs = {b: SpatialAccumulator((t_win, 3, H, W), w.overlap_h, w.overlap_w,
+                                              device=pipe.device)
+                        for b in decode}
+                for i, (top, left, th, tw) in enumerate(boxes):
+                    bar.set_postfix_str(f"window {starts.index(s) + 1}/{len(starts)} "
+                                        f"tile {i + 1}/{len(boxes)}")
+                    tile = pipe.run_tile(frames[..., top:top + th, left:left + tw], decode)
+                    for b in decode:
+                        accs[b].add(tile[b], top, left)
+                window = {b: accs[b].result() for b in decode}
+            done = {b: blenders[b].add(window[b]) for b in decode}
+            write_outputs(writers, done, job, opts, pipe.device)
+            bar.update(next(iter(done.values())).shape[0])
+        return close_writers(writers, job)
+
+
+def padded_chunks(reader: video_io.FrameReader, job: VideoJob, device) -> Iterator[torch.Tensor]:
+    """The padded clip in the VAE's chunk pattern: frame 0, then 4 frames at a time, each
+    (n,3,Hp,Wp) in [0,1] on ``device``; frames past the clip repeat its last frame."""
+    N = job.info.num_frames
+    Tp, Hp, Wp = padded_shape(N, job.height, job.width)
+    last = None
+    a = 0
+    while a < Tp:
+        b = 1 if a == 0 else a + 4
+        if a < N:
+            real = video_io.frames_to_tensor(reader.get(a, min(b, N) - a), device)
+            real = resize_frames(real, job)
+            last = real[-1:]
+        else:
+            real = last
+        yield pad_frames(real, b - a, Hp, Wp)
+        a = b
+
+
+def _decode_groups(job: VideoJob) -> list[list[str]]:
+    """Branches decoded together: base and the last draft in lockstep when 'final' is written
+    (the fusion needs both per chunk), every other branch alone."""
+    groups = []
+    if FINAL in job.outputs:
+        groups.append([job.names[0], job.names[-1]])
+    groups += [[b] for b in job.decode if not any(b in g for g in groups)]
+    return groups
+
+
+def restore_video_latent(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
+                         progress: bool = True, same_settings: bool = True,
+                         name: Optional[str] = None) -> dict:
+    """:func:`restore_video_pixel` with latent-space windows (same outputs, layout, skipping,
+    audio, upscale, frame count and fps). Returns {output: path} of what was written."""
+    job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
+    if job is None:
+        return {}
+    N = job.info.num_frames
+    Tp, Hp, Wp = padded_shape(N, job.height, job.width)
+    Tl = (Tp - 1) // 4 + 1
+    starts, _, _, boxes, _, _ = latent_windows((Tl, Hp // 8, Wp // 8), opts.windows)
+    groups = _decode_groups(job)
+    total = Tl + len(starts) * len(boxes) + Tl * len(groups)
+    reader = video_io.FrameReader(job.info.path, info=job.info, prefetch=4)
+    bar = _bar(progress, total=total, desc=job.name, unit="step")
+    with video_outputs(job, output_dir, opts, reader, bar) as writers, torch.no_grad():
+        def chunks():
+            for c in padded_chunks(reader, job, pipe.device):
+                yield c
+                bar.update(1)
+
+        z_l = encode_streamed(pipe, chunks())
+        reader.close()
+        volumes = sample_windows(pipe, z_l, job.decode, opts.windows,
+                                 on_tile=lambda: bar.update(1))
+        del z_l
+        for group in groups:
+            for done in decode_streamed(pipe, {b: volumes.pop(b) for b in group}, N,
+                                        job.height, job.width):
+                write_outputs(writers, done, job, opts, pipe.device)
+                bar.update(1)
+        return close_writers(writers, job)
+
+
+def _bar(enabled: bool, **kw):
+    return progress(enabled=enabled, **kw)
+
+
+def restore_settings(pipe, opts: RestoreOptions) -> dict:
+    """The settings that decide step 1's outputs (compared by ``--skip_existing``)."""
+    cfg = pipe.config
+    return {
+        "sampling": {"timestep_base": cfg.timestep_base,
+                     "timestep_draft_list": list(cfg.timestep_draft_list),
+                     "k_select": cfg.k_select, "cfg_scale": cfg.cfg_scale,
+                     "dtype": str(pipe.dtype).replace("torch.", ""),
+                     "prompt": getattr(pipe, "prompt", None)},
+        "windows": dataclasses.asdict(opts.windows),
+        "fusion": dataclasses.asdict(opts.fusion),
+        "upscale": opts.upscale, "fps": opts.fps, "save_quality": opts.save_quality,
+        "copy_audio": opts.copy_audio, "window_space": opts.window_space,
+    }
+
+
+def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=None) -> int:
+    """Restore every video / frame folder of ``input_dir`` (or the given ``inputs``). A file that
+    cannot be read or fails is reported by name and the others still run. Writes
+    ``run_config.json``. Returns 0 if all succeeded, else 1."""
+    if inputs is None:
+        inputs = video_io.list_inputs(input_dir, sort=opts.sort_files)
+    if not inputs:
+        log.error("no videos or frame folders in %s", input_dir)
+        return 1
+    settings = restore_settings(pipe, opts)
+    same = same_settings(output_dir, settings)
+    if opts.skip_existing and not same and Path(output_dir).exists():
+        log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
+                    " every output is redone", output_dir)
+    names = output_names(inputs)
+    summary = Summary("step 1")
+    videos = progress(inputs, desc="videos", unit="video", leave=True) if len(inputs) > 1 \
+        else inputs
+    for path in videos:
+        name = names[Path(path)]
+        try:
+            info = video_io.probe(path, fps=opts.fps)
+            t0 = time.perf_counter()
+            out = restore_video(pipe, path, output_dir, opts, info=info, same_settings=same,
+                                name=name)
+            secs = time.perf_counter() - t0
+        except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
+            summary.fail(name, e)
+            continue
+        if out:
+            summary.done.append(name)
+            log.info("%s: %d frames at %s fps in %.1f s (%.2f frames/s) -> %s", name,
+                     info.num_frames, info.rate, secs, info.num_frames / secs,
+                     ", ".join(str(p) for p in out.values()))
+        else:
+            summary.skipped.append(name)
+            log.info("%s: outputs complete, skipped", name)
+    write_run_config(output_dir, "inference_step_1.py", settings)
+    return summary.log()
