@@ -1,4 +1,4 @@
-"""Throughput of the step-2 fusion (SPEC §7) on one 1280x720 tile; prints one JSON line.
+"""Throughput of the step-2 fusion (docs/method.md §7) on one 1280x720 tile; prints one JSON line.
 
     python benchmarks/bench_fusion.py [--device cpu|cuda] [--batch 8] [--repeats 5]
 """

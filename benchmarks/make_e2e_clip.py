@@ -1,6 +1,6 @@
 """Build the 121-frame 1280x720 benchmark clip: testdata/1.mp4 (90 frames) + 31 frames of 2.mp4.
 
-    python benchmarks/make_e2e_clip.py ../shared/testdata OUT_DIR
+    python benchmarks/make_e2e_clip.py videos_for_test/input OUT_DIR
 """
 import sys
 from pathlib import Path

@@ -32,6 +32,14 @@ def outputs():
     got = {"x0_base": b.x0, "z_next": b.z_next, "feature_0": b.features[0],
            "feature_1": b.features[1], "x0_draft_1": x0s[0], "x0_draft_2": x0s[1],
            "x0_draft_3": x0s[2]}
+    # the same draft fed [h, f] instead of [f, h]: swap the two input halves of every fc weight
+    with torch.no_grad():
+        for fc in draft.fc_layers:
+            d = fc.weight.shape[0]
+            fc.weight.copy_(torch.cat([fc.weight[:, d:], fc.weight[:, :d]], dim=1))
+        swapped, _ = draft_steps(draft, b.z_next, exp["z_l"], exp["context"], b.features, tl,
+                                 [599, 499, 399])
+    got["x0_draft_1_swapped_order"] = swapped[0]
     return got, exp
 
 
@@ -44,9 +52,12 @@ def test_matches_published_outputs(outputs, name):
 
 
 def test_feature_order_matters(outputs):
-    """Swapping [f, h] in the fc input must change the result (the fixture's fc is not identity)."""
+    """The published order is [base feature, h]: feeding [h, f] instead (fc weight halves
+    swapped) must miss the published draft output by far more than the tolerance, while the
+    right order meets it. Fails if the draft forward used the other order."""
     got, exp = outputs
-    assert (got["x0_draft_1"] - got["x0_base"]).abs().max() > 1e-3
+    assert (got["x0_draft_1"] - exp["x0_draft_1"]).abs().max() <= TOL
+    assert (got["x0_draft_1_swapped_order"] - exp["x0_draft_1"]).abs().max() > 1e-3
 
 
 def test_timeline_reference_values():

@@ -1,4 +1,4 @@
-"""Frequency-domain update (SPEC §7): Wan_SR/fusion/frequency.py."""
+"""Frequency-domain update (docs/method.md §7): Wan_SR/fusion/frequency.py."""
 import math
 
 import pytest
@@ -34,7 +34,7 @@ def _pair(seed: int = 0):
 
 
 def _spec_lowpass(y, fc=0.20, order=2):
-    """SPEC §7 step 3 written literally: fft2 (ortho), fftshift, mask, ifftshift, ifft2, real."""
+    """docs/method.md §7 step 3 written literally: fft2 (ortho), fftshift, mask, ifftshift, ifft2, real."""
     h, w = y.shape[-2:]
     u = torch.linspace(-0.5, 0.5, w, dtype=torch.float64)
     v = torch.linspace(-0.5, 0.5, h, dtype=torch.float64)
@@ -45,7 +45,7 @@ def _spec_lowpass(y, fc=0.20, order=2):
 
 
 def _spec_fuse(c, s, fc=0.20, alpha=0.6, border=2, order=2, eps=1e-6):
-    """SPEC §7 steps 1-5 written literally in float64, as the reference."""
+    """docs/method.md §7 steps 1-5 written literally in float64, as the reference."""
     c, s = c.double(), s.double()
     yc = 0.299 * c[:, 0] + 0.587 * c[:, 1] + 0.114 * c[:, 2]
     uc = -0.14713 * c[:, 0] - 0.28886 * c[:, 1] + 0.436 * c[:, 2]
@@ -82,7 +82,7 @@ def test_yuv_coefficients():
 
 def test_yuv_round_trip():
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    # the SPEC's inverse coefficients are the usual rounded ones: the round trip is within 1e-4
+    # the inverse coefficients are the usual rounded ones: the round trip is within 1e-4
     assert (yuv_to_rgb(rgb_to_yuv(x)) - x).abs().max() < 1e-4
     assert torch.allclose(luma(x), rgb_to_yuv(x)[:, 0])
 
@@ -145,7 +145,7 @@ def test_fuse_with_itself_returns_input():
     c, _ = _pair()
     out = fuse_frames(c, c, alpha=1.0)
     assert (out - c).abs().max() < 1 / 255
-    # with alpha < 1 the shared detail is scaled by alpha: Y = L + alpha * Hf (SPEC §7 step 4)
+    # with alpha < 1 the shared detail is scaled by alpha: Y = L + alpha * Hf (docs/method.md §7 step 4)
     y = luma(c)
     low, high = luma_split(y)
     y_out = fuse_luma(y, y, alpha=0.6, border=0)

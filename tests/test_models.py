@@ -211,3 +211,60 @@ def test_real_size_layouts_match_registered_hashes():
         {"dim": 1536, "ffn_dim": 8960, "num_heads": 12, "num_layers": 30, "text_dim": 4096}
     assert wan.vae_config_from_state_dict(vae.model.state_dict()) == REAL_VAE
     assert wan.t5_config_from_state_dict(t5.state_dict())["num_layers"] == 24
+
+
+def test_draft_metadata_round_trip_needs_no_k_select(tiny_paths, tmp_path):
+    """A draft we write records k_select, block ids and heads; loading without --k_select uses
+    them, a matching --k_select is accepted, another one is refused naming both."""
+    from safetensors import safe_open
+
+    base = _merged_base(tiny_paths)
+    draft = build_draft(base, 3)
+    path = tmp_path / "d.safetensors"
+    save_draft(draft, path, extra_metadata={"draft_condition": "zeros"})
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["block_ids"] == "2,5" and float(meta["k_select"]) == 3.0
+    assert meta["draft_condition"] == "zeros" and meta["num_heads"] == str(base.config["num_heads"])
+    loaded = load_draft(path, None, base_num_layers=6)
+    assert loaded.block_ids == [2, 5] and loaded.k_select == 3.0
+    assert load_draft(path, 1.5, base_num_layers=6).block_ids == [2, 5]  # same blocks
+    with pytest.raises(DraftMismatchError, match=r"k_select 3.0.*--k_select 2 selects 3"):
+        load_draft(path, 2, base_num_layers=6)
+
+
+def test_pipeline_takes_the_draft_files_blocks(tiny_paths, tmp_path):
+    """The base features recorded for the draft are the ones the draft file names."""
+    import torch as _t
+
+    from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig
+
+    base = _merged_base(tiny_paths)
+    draft = build_draft(base, 2)  # blocks 1, 3, 5
+    pipe = PSSRPipeline(None, base, draft, _t.zeros(1, 4, 32), None, SamplingConfig())
+    assert pipe.config.record_blocks == [1, 3, 5] and pipe.config.k_select == 2
+
+
+def test_head_count_that_cannot_be_derived_is_a_clear_error():
+    sd = {"patch_embedding.weight": torch.zeros(100, 16, 1, 2, 2),
+          "blocks.0.ffn.0.weight": torch.zeros(8, 100), "head.head.weight": torch.zeros(64, 100),
+          "text_embedding.0.weight": torch.zeros(100, 32),
+          "time_embedding.0.weight": torch.zeros(100, 256)}
+    with pytest.raises(ValueError, match="--num_heads"):
+        wan.dit_config_from_state_dict(sd)
+    with pytest.raises(ValueError, match="do not fit"):
+        wan.dit_config_from_state_dict(sd, num_heads=3)
+    assert wan.dit_config_from_state_dict(sd, num_heads=2)["num_heads"] == 2
+
+
+def test_all_missing_weights_listed_at_once(tmp_path):
+    files = wan.resolve_wan_files(str(tmp_path / "nowhere"))
+    with pytest.raises(wan.MissingWeightsError) as e:
+        wan.require_files(files, tmp_path / "base.safetensors", tmp_path / "draft.safetensors",
+                          text_encoder=True)
+    msg = str(e.value)
+    assert msg.startswith("6 weight files are missing")
+    for name in ("diffusion_pytorch_model.safetensors", "Wan2.1_VAE.pth", "base.safetensors",
+                 "draft.safetensors", "models_t5_umt5-xxl-enc-bf16.pth", "umt5-xxl"):
+        assert name in msg
+    assert "huggingface.co/Wan-AI/Wan2.1-T2V-1.3B" in msg and "drive.google.com" in msg

@@ -63,10 +63,18 @@ def test_writer_is_atomic(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_odd_size_is_padded_to_even(tmp_path):
-    out = video_io.write_video(tmp_path / "odd.mp4", frames(5, h=31, w=47), fps=24)
+def test_odd_size_is_kept_exactly(tmp_path, caplog):
+    # Was test_odd_size_is_padded_to_even (47x31 -> 48x32); issue 10 asks for the exact size.
+    f = frames(5, h=31, w=47)
+    with caplog.at_level("INFO", logger="Wan_SR.data.video_io"):
+        out = video_io.write_video(tmp_path / "odd.mp4", f, fps=24, quality=10)
     info = video_io.probe(out)
-    assert (info.width, info.height, info.num_frames) == (48, 32, 5)
+    assert (info.width, info.height, info.num_frames, info.pix_fmt) == (47, 31, 5, "yuv444p")
+    assert any("yuv444p" in r.getMessage() and "odd" in r.getMessage() for r in caplog.records)
+    back = video_io.read_video(out)
+    assert back.shape == f.shape and np.abs(back.astype(int) - f.astype(int)).mean() < 1.5
+    even = video_io.probe(video_io.write_video(tmp_path / "even.mp4", frames(3), fps=24))
+    assert (even.width, even.height, even.pix_fmt) == (48, 32, "yuv420p")
 
 
 def test_frame_folder_input(tmp_path):

@@ -1,4 +1,4 @@
-"""Sliding windows and blending (SPEC §6): Wan_SR/core/windows.py."""
+"""Sliding windows and blending (docs/method.md §6): Wan_SR/core/windows.py."""
 import numpy as np
 import pytest
 import torch
@@ -92,7 +92,7 @@ def test_run_tiled():
 
 
 def _reference_blend(windows, starts, length):
-    """Direct, non-streaming SPEC §6 temporal blend in numpy float64."""
+    """Direct, non-streaming docs/method.md §6 temporal blend in numpy float64."""
     out = np.zeros((length,) + windows[0].shape[1:])
     end = 0
     for s, w in zip(starts, windows):

@@ -122,26 +122,24 @@ def validate(parser, args):
     outputs = resolve_outputs(parser, args)
     check_input_dir(parser, args.input_dir, "--input_dir")
     try:
-        inputs, skipped = _scan(video_io, args.input_dir, args.sort_files)
+        inputs, skipped = video_io.scan_inputs(args.input_dir, sort=args.sort_files)
     except video_io.VideoError as e:
         parser.error(str(e))
     if not inputs:
         parser.error(f"--input_dir {args.input_dir}: holds no videos or frame folders"
                      + (f" (not videos: {', '.join(p.name for p in skipped[:5])})" if skipped
                         else ""))
+    if skipped:
+        import logging
+
+        logging.getLogger("Wan_SR.cli.step1").warning(
+            "not videos, skipped: %s", ", ".join(p.name for p in skipped))
     if same_folder(args.input_dir, args.output_dir) or any(
             same_folder(args.input_dir, f"{args.output_dir}/{o}") for o in outputs):
         parser.error("--output_dir: an output folder would be the input folder; choose another")
     check_writable_dir(parser, args.output_dir, "--output_dir")
     check_device(parser, args.device)
     return inputs, outputs
-
-
-def _scan(video_io, folder, sort):
-    scan = getattr(video_io, "scan_inputs", None)
-    if scan is not None:
-        return scan(folder, sort=sort)
-    return video_io.list_inputs(folder, sort=sort), []
 
 
 def check_weights(args) -> None:

@@ -1,4 +1,4 @@
-"""Sliding windows shared by step 1 and step 2 (SPEC §6).
+"""Sliding windows shared by step 1 and step 2 (docs/method.md §6).
 
 - :func:`window_starts` gives the start indices along one axis (time, height or width).
 - :func:`tile_weight` is the separable ramp weight of one spatial tile.
@@ -17,7 +17,7 @@ import torch
 
 @dataclass
 class WindowOptions:
-    """Window sizes and overlaps in pixels / frames (SPEC §6 defaults, step-1 overlap)."""
+    """Window sizes and overlaps in pixels / frames (docs/method.md §6 defaults, step-1 overlap)."""
     window_t: int = 33
     overlap_t: int = 16
     window_h: int = 720

@@ -1,4 +1,4 @@
-"""Frequency-domain update of step 2 (SPEC §7). Importing this never imports diffsynth."""
+"""Frequency-domain update of step 2 (docs/method.md §7). Importing this never imports diffsynth."""
 from Wan_SR.fusion.frequency import (butterworth_lowpass_mask, fuse_frames, fuse_luma, fuse_video,
                                      luma, luma_split, lowpass, rgb_to_yuv, yuv_to_rgb)
 

@@ -1,4 +1,4 @@
-"""Frequency-domain update (SPEC §7): keep the low band of the consistent branch and mix
+"""Frequency-domain update (docs/method.md §7): keep the low band of the consistent branch and mix
 in the high band of the sharp branch, per pixel, on the luma channel only.
 
 All functions take RGB videos as float tensors of shape (T, 3, H, W) (any leading
@@ -6,11 +6,11 @@ dimensions work, the channel axis is -3) with values in [0, 1], on CPU or CUDA, 
 in float32 whatever the input dtype. Nothing here imports diffsynth, so step 1 can call
 :func:`fuse_video` in the same pass and step 2 stays light.
 
-- :func:`rgb_to_yuv` / :func:`yuv_to_rgb`: the BT.601 analogue YUV of SPEC §7 step 1.
+- :func:`rgb_to_yuv` / :func:`yuv_to_rgb`: the BT.601 analogue YUV of docs/method.md §7 step 1.
 - :func:`butterworth_lowpass_mask`: the centred low-pass mask of step 2 (cached).
 - :func:`luma_split`: ``L, Hf`` of step 3.
 - :func:`fuse_frames`: steps 1-5 on whole frames.
-- :func:`fuse_video`: the same, tile by tile with the shared tile blending of SPEC §6.
+- :func:`fuse_video`: the same, tile by tile with the shared tile blending of docs/method.md §6.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from Wan_SR.core.windows import run_tiled
 
 _F, _W = FusionOptions(), WindowOptions()
 
-# SPEC §7 step 1, forward (rows Y, U, V) and inverse (rows R, G, B) coefficients.
+# docs/method.md §7 step 1, forward (rows Y, U, V) and inverse (rows R, G, B) coefficients.
 YUV_FROM_RGB = ((0.299, 0.587, 0.114),
                 (-0.14713, -0.28886, 0.436),
                 (0.615, -0.51499, -0.10001))
@@ -88,7 +88,7 @@ def _centred_mask(height: int, width: int, fc: float, order: int, device: str) -
 
 def butterworth_lowpass_mask(height: int, width: int, fc: float = 0.20, order: int = 2,
                              device=None) -> torch.Tensor:
-    """Centred Butterworth low-pass mask (H, W), float32 (SPEC §7 step 2).
+    """Centred Butterworth low-pass mask (H, W), float32 (docs/method.md §7 step 2).
 
     ``u = linspace(-.5, .5, W)``, ``v = linspace(-.5, .5, H)``, ``r = sqrt(u^2 + v^2)``,
     ``1 / (1 + (r / fc)^(2 order))``. Cached per (H, W, fc, order, device): treat the returned
@@ -106,7 +106,7 @@ def _half_spectrum_mask(height: int, width: int, fc: float, order: int, device: 
 
     ``ifftshift(fftshift(X) * M) = X * ifftshift(M)``; for real Y, ``real(ifft2(X * Mu))``
     equals ``ifft2(X * (Mu[k] + Mu[-k]) / 2)``, which is Hermitian, so ``irfft2`` of the
-    half-plane gives exactly the SPEC formula (the linspace grid is not centred on the zero
+    half-plane gives exactly the formula of docs/method.md §7 (the linspace grid is not centred on the zero
     frequency for even sizes, so ``Mu`` alone is not symmetric: the averaging matters).
     """
     mu = torch.fft.ifftshift(_centred_mask(height, width, fc, order, "cpu").double())
@@ -116,7 +116,7 @@ def _half_spectrum_mask(height: int, width: int, fc: float, order: int, device: 
 
 
 def lowpass(y: torch.Tensor, fc: float = 0.20, order: int = 2) -> torch.Tensor:
-    """Butterworth low band ``L`` of planes (..., H, W), float32 (SPEC §7 step 3).
+    """Butterworth low band ``L`` of planes (..., H, W), float32 (docs/method.md §7 step 3).
 
     Same numbers as ``real(ifft2(ifftshift(fftshift(fft2(Y, 'ortho')) * M), 'ortho'))``
     (up to float rounding), computed with a real FFT.
@@ -138,7 +138,7 @@ def luma_split(y: torch.Tensor, fc: float = 0.20, order: int = 2) -> tuple[torch
 
 def fuse_luma(y_c: torch.Tensor, y_s: torch.Tensor, fc: float = 0.20, alpha: float = 0.6,
               border: int = 2, order: int = 2, eps: float = 1e-6) -> torch.Tensor:
-    """SPEC §7 steps 2-5 on luma planes (..., H, W): the fused luma, float32, not clamped."""
+    """docs/method.md §7 steps 2-5 on luma planes (..., H, W): the fused luma, float32, not clamped."""
     if y_c.shape != y_s.shape:
         raise ValueError(f"fuse_luma: shapes differ {tuple(y_c.shape)} vs {tuple(y_s.shape)}")
     return _fuse_stacked_luma(torch.stack([y_c.float(), y_s.float()]), fc, alpha, border, order,
@@ -169,7 +169,7 @@ def _fuse_stacked_luma(ys: torch.Tensor, fc: float, alpha: float, border: int, o
 
 def fuse_frames(consistent: torch.Tensor, sharp: torch.Tensor, fc: float = 0.20, alpha: float = 0.6,
                 border: int = 2, order: int = 2, eps: float = 1e-6) -> torch.Tensor:
-    """SPEC §7 on whole frames: (..., 3, H, W) RGB in [0, 1] -> fused RGB in [0, 1].
+    """docs/method.md §7 on whole frames: (..., 3, H, W) RGB in [0, 1] -> fused RGB in [0, 1].
 
     Luma: ``L_c + alpha (w Hf_s + (1 - w) Hf_c)``, ``w = |Hf_s| / (|Hf_s| + |Hf_c| + eps)``;
     the outer ``border`` pixels take ``Y_c``; chroma comes from ``consistent``. Computed in
@@ -201,7 +201,7 @@ def fuse_video(consistent: torch.Tensor, sharp: torch.Tensor, *, fc: float = _F.
                alpha: float = _F.alpha, border: int = _F.border, order: int = _F.order,
                eps: float = _F.eps, window_h: int = _W.window_h, window_w: int = _W.window_w,
                overlap_h: int = _W.overlap_h, overlap_w: int = _W.overlap_w) -> torch.Tensor:
-    """:func:`fuse_frames` per spatial tile (SPEC §6 tiles and weights, via
+    """:func:`fuse_frames` per spatial tile (docs/method.md §6 tiles and weights, via
     :func:`Wan_SR.core.windows.run_tiled`). A frame not larger than the window is one tile,
     and then this is exactly :func:`fuse_frames`."""
     fn = functools.partial(fuse_frames, fc=fc, alpha=alpha, border=border, order=order, eps=eps)

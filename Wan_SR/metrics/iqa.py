@@ -9,7 +9,7 @@ numbers are the standard per-frame values used in SR papers:
 
 - pyiqa's own ``test_y_channel`` is switched off (pyiqa's default Y is YIQ's, and pyiqa's
   ``ssim`` preset even defaults to Y). With ``--test_y_channel`` (always for ``psnry``, never
-  for ``ssimc``) the frame is first converted here to SPEC section 10's luma
+  for ``ssimc``) the frame is first converted here to docs/method.md §10's luma
   ``Y = 0.257 R + 0.504 G + 0.098 B + 0.0625`` on [0, 1] RGB and the one-channel image is
   scored; otherwise all three RGB channels are scored.
 - Border crop (``--crop``) is done by the caller for every full-reference metric, so

@@ -1,4 +1,4 @@
-"""One DiT forward for the base and the draft (SPEC §3, §4).
+"""One DiT forward for the base and the draft (docs/method.md §3, §4).
 
 ``dit_forward`` runs a diffsynth ``WanModel`` (or the pruned :class:`~Wan_SR.models.draft.DraftDiT`)
 block by block. For the base it records the hidden state *entering* chosen blocks; for the

@@ -1,4 +1,4 @@
-"""LoRA for the base model (SPEC §3, §8): peft injection for training, export in the
+"""LoRA for the base model (docs/method.md §3, §8): peft injection for training, export in the
 ``base.safetensors`` layout, and the inference loader that merges such a file into a plain DiT."""
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ def load_dit(path: str | os.PathLike, dtype=torch.float32, device="cpu",
 
 
 def widen_patch_embedding(dit, in_channels: int = 32):
-    """SPEC §2: Conv3d 16->dim becomes in_channels->dim; new input channels start at zero."""
+    """docs/method.md §2: Conv3d 16->dim becomes in_channels->dim; new input channels start at zero."""
     pe = dit.patch_embedding
     if pe.in_channels == in_channels:
         return dit

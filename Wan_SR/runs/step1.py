@@ -121,7 +121,8 @@ def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
             writers[o] = video_io.VideoWriter(output_path(output_dir, o, job.name),
                                               fps=job.info.rate, size=(job.width, job.height),
                                               quality=opts.save_quality, audio_from=job.audio,
-                                              audio_codec=job.info.audio_codec, background=True)
+                                              audio_codec=job.info.audio_codec, background=True,
+                                              sar=job.info.sar)
     except BaseException:
         abort_writers(writers)
         raise

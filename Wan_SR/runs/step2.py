@@ -124,7 +124,8 @@ def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
     try:
         with video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
                                   quality=opts.save_quality, audio_from=audio,
-                                  audio_codec=info_c.audio_codec, background=True) as writer:
+                                  audio_codec=info_c.audio_codec, background=True,
+                                  sar=info_c.sar) as writer:
             done = 0  # frames [0, done) are fused and written
             for start, count in iter_windows(n, opts.windows.window_t, opts.windows.overlap_t):
                 end = start + count

@@ -4,7 +4,7 @@
 Each clip is encoded ONCE by the causal VAE, the DiT (base step + the needed draft steps) runs
 on overlapping latent windows x latent tiles, the x0 latents of each branch are blended into one
 latent volume, and each needed branch is decoded ONCE. Every frame is therefore encoded once and
-decoded once per branch, whatever the window overlaps (the published pixel-window mode of SPEC §6,
+decoded once per branch, whatever the window overlaps (the published pixel-window mode of docs/method.md §6,
 ``Wan_SR.runs.step1``, encodes and decodes a frame once per window x tile it falls in).
 
 1. Streamed encode: the whole clip, padded to 4n+1 frames (last frame repeated) and H, W to

@@ -1,4 +1,4 @@
-"""The base step and the draft steps (SPEC §3, §4) as pure functions on latents.
+"""The base step and the draft steps (docs/method.md §3, §4) as pure functions on latents.
 
 Both take the models and tensors explicitly and keep no state, in the spirit of k-diffusion's
 samplers::
@@ -80,7 +80,7 @@ def draft_steps(draft, z_next: torch.Tensor, z_l: torch.Tensor, context: torch.T
                 timesteps: Sequence[float] = (599, 499, 399), *, cfg_scale: float = 1.0,
                 negative_context: Optional[torch.Tensor] = None
                 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The draft steps of SPEC §4: returns the x0 of every step and the final latent.
+    """The draft steps of docs/method.md §4: returns the x0 of every step and the final latent.
 
     The last step moves to t = 0 (the grid's nearest point, sigma 0.00498).
     """

@@ -1,4 +1,4 @@
-"""Flow-matching timeline (SPEC §1): 1000 steps, shift 5, sigma 1 -> 0, extra one step."""
+"""Flow-matching timeline (docs/method.md §1): 1000 steps, shift 5, sigma 1 -> 0, extra one step."""
 from __future__ import annotations
 
 import torch

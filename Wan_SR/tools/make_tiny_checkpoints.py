@@ -1,4 +1,4 @@
-"""Write random-weight checkpoints in exactly the official file layouts (SPEC §8).
+"""Write random-weight checkpoints in exactly the official file layouts (docs/method.md §8).
 
     python -m Wan_SR.tools.make_tiny_checkpoints --out DIR [--size tiny|real]
 

@@ -1,0 +1,148 @@
+"""The package's imports run one way (docs/method.md, "Code layout"):
+
+    cli, tools -> runs -> training -> (sampling | fusion | metrics) -> (models | data) -> core
+
+A module may import from its own package or from a lower layer, never from a higher one or a
+sibling of its layer, and no two modules import each other, directly or through others.
+Checked on the source with ast, so lazy imports inside functions count too."""
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "Wan_SR"
+LAYER = {"core": 0, "models": 1, "data": 1, "sampling": 2, "fusion": 2, "metrics": 2,
+         "training": 3, "runs": 4, "cli": 5, "tools": 5}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Wan_SR modules imported by ``path`` (relative imports resolved), anywhere in the file."""
+    mod = module_name(path)
+    pkg = mod.split(".") if path.name == "__init__.py" else mod.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "Wan_SR"}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg[: len(pkg) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "Wan_SR":
+                continue
+            # "from Wan_SR.x import y" may import the module Wan_SR.x.y
+            for a in node.names:
+                sub = f"{target}.{a.name}"
+                out.add(sub if _exists(sub) else target)
+    return out
+
+
+def _exists(mod: str) -> bool:
+    p = ROOT / Path(*mod.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+def package_of(mod: str) -> str:
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def graph() -> dict[str, set[str]]:
+    return {module_name(p): imports_of(p) for p in PKG.rglob("*.py")}
+
+
+def test_every_package_has_a_layer():
+    pkgs = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert pkgs <= set(LAYER), f"packages without a layer: {pkgs - set(LAYER)}"
+
+
+def test_no_upward_or_sideways_imports():
+    bad = []
+    for mod, deps in graph().items():
+        src = package_of(mod)
+        if not src:
+            continue
+        for dep in deps:
+            dst = package_of(dep)
+            if not dst or dst == src:
+                continue
+            if LAYER[dst] >= LAYER[src]:
+                bad.append(f"{mod} -> {dep} (layer {src}={LAYER[src]} may not use {dst}={LAYER[dst]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles():
+    g = graph()
+    g = {m: {d for d in deps if d in g and d != m and not m.startswith(d + ".")}
+         for m, deps in g.items()}
+    state, stack, cycles = {}, [], []
+
+    def visit(m):
+        state[m] = 1
+        stack.append(m)
+        for d in g[m]:
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("bad_src, expect", [
+    ("from Wan_SR.cli.common import HelpFormatter\n", "upward"),
+    ("from ..runs import step1\n", "upward"),
+])
+def test_checker_catches_an_upward_import(tmp_path, monkeypatch, bad_src, expect):
+    """The checker itself can fail: a fake module in Wan_SR/fusion importing upwards is caught."""
+    fake = PKG / "fusion" / "_layout_probe_tmp.py"
+    fake.write_text(bad_src, encoding="utf-8")
+    try:
+        with pytest.raises(AssertionError, match="fusion._layout_probe_tmp"):
+            test_no_upward_or_sideways_imports()
+    finally:
+        fake.unlink()
+
+
+def test_checker_catches_a_cycle():
+    a, b = PKG / "core" / "_cycle_a_tmp.py", PKG / "core" / "_cycle_b_tmp.py"
+    a.write_text("from Wan_SR.core import _cycle_b_tmp\n")
+    b.write_text("def f():\n    from . import _cycle_a_tmp\n")
+    try:
+        with pytest.raises(AssertionError, match="_cycle_a_tmp"):
+            test_no_import_cycles()
+    finally:
+        a.unlink()
+        b.unlink()
+
+
+def test_nothing_points_outside_the_repository():
+    """Users have the repository only: no file may cite the steering documents beside it."""
+    spec = "SP" + "EC"
+    needles = ("../" + "shared", "shared" + "/", spec + ".md", spec + " §", "TRAINING_" + "RECIPE")
+    hits = []
+    files = [p for ext in ("*.py", "*.md", "*.yml", "*.yaml", "*.sh", "*.toml", "*.txt")
+             for p in ROOT.rglob(ext)]
+    for p in files:
+        if ".venv" in p.parts or ".git" in p.parts or "site-packages" in p.parts:
+            continue
+        text = p.read_text(encoding="utf-8", errors="replace")
+        for needle in needles:
+            if needle in text:
+                hits.append(f"{p.relative_to(ROOT)}: {needle}")
+    assert not hits, "\n".join(hits)
