@@ -182,3 +182,26 @@ def test_low_memory_mode_tiles_the_vae(pipe, monkeypatch):
     assert out.shape == (5, 3, 48, 48) and torch.isfinite(out).all()
     assert calls.count("e") == 4 and calls.count("d") == 4   # 2x2 tiles of a 6x6 latent
     assert 0 <= out.min() and out.max() <= 1
+
+
+def test_in_memory_restore_api(pipe):
+    """restore(frames) on a clip that fits one window and tile is run_tile on it, rounded once;
+    with several windows and tiles it keeps the frame count and size, and 'final' is the fusion
+    of base and the last draft branch."""
+    from Wan_SR.fusion.frequency import fuse_video
+    from Wan_SR.runs.step1 import restore
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    out = restore(pipe, frames, outputs=["base", "base+draft_3", "final"])
+    ref = pipe.run_tile(video_io.frames_to_tensor(frames), ["base", "base+draft_3"])
+    assert np.array_equal(out["base"], video_io.tensor_to_frames(ref["base"]))
+    assert np.array_equal(out["base+draft_3"], video_io.tensor_to_frames(ref["base+draft_3"]))
+    assert np.array_equal(out["final"], video_io.tensor_to_frames(
+        fuse_video(ref["base"], ref["base+draft_3"], alpha=0.6)))
+    many = restore(pipe, rng.integers(0, 256, (9, 48, 40, 3), dtype=np.uint8),
+                   windows=SMALL_WINDOWS, upscale=1.5)
+    assert set(many) == set(ALL)
+    assert all(v.shape == (9, 72, 60, 3) and v.dtype == np.uint8 for v in many.values())
+    with pytest.raises(ValueError, match="uint8"):
+        restore(pipe, frames.astype(np.float32))

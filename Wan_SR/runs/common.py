@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from Wan_SR.core.files import write_json_atomic
+from Wan_SR.core.files import remove_stale_partials, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +106,10 @@ def output_names(inputs) -> dict:
         dup = sorted({n for n in names.values() if list(names.values()).count(n) > 1})
         raise ValueError(f"cannot give distinct output names to the inputs {dup}; rename them")
     return names
+
+
+def clean_stale_partials(*folders) -> None:
+    """Remove temporary files a killed earlier run left in ``folders`` (with a notice)."""
+    for folder in folders:
+        for f in remove_stale_partials(folder):
+            log.info("removed %s, left by an interrupted earlier run", f)

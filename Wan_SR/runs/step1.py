@@ -26,13 +26,14 @@ import torch.nn.functional as F
 
 from Wan_SR.core.log import progress
 from Wan_SR.core.options import FINAL, FusionOptions, OutputOptions, WindowOptions, branch_names
-from Wan_SR.core.windows import SpatialAccumulator, TemporalBlender, tile_boxes, window_starts
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
+from Wan_SR.sampling.clip import iter_pixel_windows, pixel_window_plan
 from Wan_SR.sampling.latent_windows import (decode_streamed, encode_streamed, latent_windows,
                                             sample_windows)
 from Wan_SR.sampling.pipeline import pad_frames, padded_shape
-from .common import Summary, output_names, same_settings, write_run_config
+from .common import (Summary, clean_stale_partials, output_names, same_settings,
+                     write_run_config)
 
 log = logging.getLogger(__name__)
 
@@ -198,37 +199,64 @@ def restore_video_pixel(pipe, in_path, output_dir, opts: RestoreOptions, info=No
     job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
     if job is None:
         return {}
-    info, decode, H, W = job.info, job.decode, job.height, job.width
-    w = opts.windows
-    N = info.num_frames
-    t_win = min(w.window_t, N)
-    starts = window_starts(N, t_win, w.overlap_t)
-    boxes = tile_boxes(H, W, w.window_h, w.window_w, w.overlap_h, w.overlap_w)
-    blenders = {b: TemporalBlender(starts, N) for b in decode}
+    N = job.info.num_frames
+    t_win, _, _ = pixel_window_plan(N, job.height, job.width, opts.windows)
     # frames are decoded ahead in a thread; blending and fusion stay on the pipeline's device
-    reader = video_io.FrameReader(info.path, info=info, chunk=8, prefetch=2 * (t_win // 8 + 1))
+    reader = video_io.FrameReader(job.info.path, info=job.info, chunk=8,
+                                  prefetch=2 * (t_win // 8 + 1))
     bar = _bar(progress, total=N, desc=job.name, unit="frame")
+
+    def get_frames(s, n):
+        return resize_frames(video_io.frames_to_tensor(reader.get(s, n), pipe.device), job)
+
+    def on_tile(k, nk, i, ni):
+        bar.set_postfix_str(f"window {k + 1}/{nk} tile {i + 1}/{ni}")
+
     with video_outputs(job, output_dir, opts, reader, bar) as writers:
-        for s in starts:
-            frames = video_io.frames_to_tensor(reader.get(s, t_win), pipe.device)
-            frames = resize_frames(frames, job)
-            if len(boxes) == 1:
-                window = pipe.run_tile(frames, decode)
-            else:
-                accs = {b: SpatialAccumulator((t_win, 3, H, W), w.overlap_h, w.overlap_w,
-                                              device=pipe.device)
-                        for b in decode}
-                for i, (top, left, th, tw) in enumerate(boxes):
-                    bar.set_postfix_str(f"window {starts.index(s) + 1}/{len(starts)} "
-                                        f"tile {i + 1}/{len(boxes)}")
-                    tile = pipe.run_tile(frames[..., top:top + th, left:left + tw], decode)
-                    for b in decode:
-                        accs[b].add(tile[b], top, left)
-                window = {b: accs[b].result() for b in decode}
-            done = {b: blenders[b].add(window[b]) for b in decode}
+        for done in iter_pixel_windows(pipe, get_frames, N, job.height, job.width, job.decode,
+                                       opts.windows, on_tile):
             write_outputs(writers, done, job, opts, pipe.device)
             bar.update(next(iter(done.values())).shape[0])
         return close_writers(writers, job)
+
+
+def restore(pipe, frames, outputs: Optional[Sequence[str]] = None,
+            windows: Optional[WindowOptions] = None, fusion: Optional[FusionOptions] = None,
+            upscale: float = 1.0) -> dict:
+    """Restore a whole clip held in memory (the Python API; pixel windows as step 1).
+
+    ``frames``: (T, H, W, 3) uint8 array (what :func:`Wan_SR.data.video_io.read_video` returns).
+    ``outputs``: branch names (``base``, ``base+draft_k``, ``final``; default base and every
+    draft branch). Returns {output: (T, H', W', 3) uint8} with exactly T frames (H', W' = the
+    size times ``upscale``). Write them at the source's fps with ``video_io.write_video``."""
+    import numpy as np
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"restore: expected (T, H, W, 3) uint8 frames, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    windows, fusion = windows or WindowOptions(), fusion or FusionOptions()
+    names = branch_names(len(pipe.config.timestep_draft_list))
+    outs = resolve_outputs(outputs, len(names) - 1)
+    decode = [b for b in names if b in outs or (FINAL in outs and b in (names[0], names[-1]))]
+    N, h, w = frames.shape[:3]
+    H, W = (h, w) if upscale == 1 else (int(round(h * upscale)), int(round(w * upscale)))
+
+    def get_frames(s, n):
+        x = video_io.frames_to_tensor(frames[s:s + n], pipe.device)
+        if (H, W) != (h, w):
+            x = F.interpolate(x, size=(H, W), mode="bicubic", align_corners=False).clamp_(0, 1)
+        return x
+
+    parts: dict = {o: [] for o in outs}
+    for done in iter_pixel_windows(pipe, get_frames, N, H, W, decode, windows):
+        for b in outs:
+            if b in done:
+                parts[b].append(video_io.tensor_to_frames(done[b]))
+        if FINAL in outs and done[names[0]].shape[0]:
+            fused = fuse_video(done[names[0]], done[names[-1]], **fusion.kwargs(windows))
+            parts[FINAL].append(video_io.tensor_to_frames(fused))
+    return {o: np.concatenate(p, 0) for o, p in parts.items()}
 
 
 def padded_chunks(reader: video_io.FrameReader, job: VideoJob, device) -> Iterator[torch.Tensor]:
@@ -330,6 +358,8 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
         log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
                     " every output is redone", output_dir)
     names = output_names(inputs)
+    outs = resolve_outputs(opts.outputs, len(pipe.config.timestep_draft_list))
+    clean_stale_partials(output_dir, *(Path(output_dir) / o for o in outs))
     summary = Summary("step 1")
     videos = progress(inputs, desc="videos", unit="video", leave=True) if len(inputs) > 1 \
         else inputs

@@ -25,7 +25,7 @@ from Wan_SR.core.options import FusionOptions, OutputOptions, WindowOptions, ste
 from Wan_SR.core.windows import iter_windows
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
-from .common import Summary, same_settings, write_run_config
+from .common import Summary, clean_stale_partials, same_settings, write_run_config
 
 log = logging.getLogger(__name__)
 _OUT = OutputOptions()
@@ -167,6 +167,7 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
     if opts.skip_existing and not same and output_dir.exists():
         log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
                     " every output is redone", output_dir)
+    clean_stale_partials(output_dir)
     summary = Summary("step 2")
     for name, path_c, path_s in progress(pairs, desc="videos", unit="video", leave=True) \
             if len(pairs) > 1 else pairs:

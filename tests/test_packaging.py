@@ -1,0 +1,47 @@
+"""The package installs as users install it: `pip install -e .` gives the console scripts, and
+pyproject's dependencies are requirements.txt's."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _reqs(lines):
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip().strip('",')
+        if not line or line.startswith("-"):
+            continue
+        m = re.match(r"([A-Za-z0-9_.\-]+)\s*(.*)", line)
+        out[m.group(1).lower().replace("_", "-")] = m.group(2).replace(" ", "")
+    return out
+
+
+def test_pyproject_dependencies_match_requirements():
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        pytest.skip("tomllib needs Python 3.11")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = _reqs(project["dependencies"])
+    reqs = _reqs((ROOT / "requirements.txt").read_text().splitlines())
+    reqs.pop("pytest", None)  # test-only: an optional extra in pyproject
+    assert deps == reqs
+    assert set(project["scripts"]) == {"pssr-step1", "pssr-step2", "pssr-eval"}
+
+
+@pytest.mark.parametrize("script, marker", [("pssr-step1", "--timestep_draft_list"),
+                                            ("pssr-step2", "--consistent_dir"),
+                                            ("pssr-eval", "--metrics")])
+def test_console_scripts_installed(script, marker, tmp_path):
+    """Installed by `pip install --no-deps -e .` (.ci/run does it); run from another folder."""
+    exe = Path(sys.executable).parent / script
+    assert exe.exists(), f"{exe} missing: run `pip install --no-deps -e .`"
+    r = subprocess.run([str(exe), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert marker in r.stdout
