@@ -49,9 +49,11 @@ _TYPES = {"int": int, "float": float, "str": str, "Optional[float]": float,
           "Optional[int]": int, "Optional[str]": str, "list": parse_float_list}
 
 
-def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dict] = None) -> None:
+def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dict] = None,
+                bools=None) -> None:
     """One ``--name`` per field of the dataclass ``cls``: help from the field's metadata, the
-    default from ``defaults`` (an instance) or the field. ``bool`` fields become flags."""
+    default from ``defaults`` (an instance) or the field. ``bool`` fields become flags, or, with
+    ``bools`` (a parser such as str2bool), options taking True/False."""
     inst = defaults if defaults is not None else cls()
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -59,7 +61,11 @@ def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dic
         default = getattr(inst, f.name)
         kw = dict(help=f.metadata.get("help", ""), default=default)
         if f.type == "bool":
-            group.add_argument(f"--{f.name}", action="store_true", **kw)
+            if bools is not None:
+                group.add_argument(f"--{f.name}", type=bools, nargs="?", const=True,
+                                   metavar="True|False", **kw)
+            else:
+                group.add_argument(f"--{f.name}", action="store_true", **kw)
             continue
         typ = (types or {}).get(f.name) or _TYPES.get(str(f.type), str)
         if f.name == "fps":

@@ -1,0 +1,164 @@
+"""train_base.py: train the PS-SR base model (LoRA + widened patch embedding + head) with the
+latent, pixel and regulariser losses (docs/method.md §9). Run it with `accelerate launch`
+(see train_base.sh) on one or several GPUs; plain `python train_base.py` runs one process.
+
+Writes into --output_path: latest_base.safetensors (what inference_step_1.py --lora_base_path
+loads), latest_reg.safetensors, latest_discriminator.safetensors (with --alpha_adv/--alpha_perc),
+state/step-XXXXXXX/ (everything --resume_from_checkpoint latest needs), losses.jsonl and the
+tracker logs. Every option and file is checked before a model loads."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+from .common import HelpFormatter, add_log_args, add_options, options_from_args, setup_from_args
+
+
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
+                                         OutputOptions)
+
+    for title, cls in (("data", DataOptions), ("models", ModelOptions), ("losses", LossOptions),
+                       ("optimisation", OptimOptions), ("checkpoints and logging", OutputOptions)):
+        add_options(p.add_argument_group(title), cls, bools=str2bool)
+    p.add_argument("--checkpointing_steps", dest="save_steps", type=int,
+                   help="same as --save_steps")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_base.py", description=__doc__,
+                                formatter_class=HelpFormatter)
+    add_training_options(p)
+    add_log_args(p)
+    p.set_defaults(output_path="./experiments/train_base")
+    return p
+
+
+def config_from_args(args):
+    from Wan_SR.training.base import BaseTrainConfig
+    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
+                                         OutputOptions)
+
+    return BaseTrainConfig(options_from_args(DataOptions, args),
+                           options_from_args(ModelOptions, args),
+                           options_from_args(LossOptions, args),
+                           options_from_args(OptimOptions, args),
+                           options_from_args(OutputOptions, args))
+
+
+def validate(parser, cfg, trainer: str = "base") -> None:
+    """Everything that needs no model: numbers, folders, data, weight files, trackers."""
+    from Wan_SR.cli.common import check_writable_dir
+    from Wan_SR.data.dataset import DatasetError, VideoDataset, valid_num_frames
+    from Wan_SR.models.text import PromptEncoder
+    from Wan_SR.models.wan import MissingWeightsError, missing_files, resolve_wan_files
+
+    d, m, o, opt, out = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.out
+    if not d.dataset_base_path:
+        parser.error("--dataset_base_path is required")
+    if not valid_num_frames(d.num_frames):
+        parser.error(f"--num_frames must be 4n+1 (e.g. 33), got {d.num_frames}")
+    for name in ("learning_rate", "learning_rate_disc"):
+        if getattr(opt, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    if opt.num_epochs < 1 or (opt.max_train_steps is not None and opt.max_train_steps < 1):
+        parser.error("--num_epochs and --max_train_steps must be >= 1")
+    if out.save_steps < 1:
+        parser.error("--save_steps must be >= 1")
+    if m.lora_rank < 1:
+        parser.error("--lora_rank must be >= 1")
+    if not 0 < o.timestep_base <= 1000:
+        parser.error("--timestep_base must lie in (0, 1000]")
+    if not Path(d.deg_file_path).is_file():
+        parser.error(f"--deg_file_path {d.deg_file_path}: no such file")
+    try:
+        from Wan_SR.data.degradation.config import load_config
+
+        load_config(d.deg_file_path)
+    except (ValueError, OSError) as e:
+        parser.error(str(e))
+    if out.report_to not in ("none", "") and \
+            importlib.util.find_spec({"tensorboard": "tensorboard"}.get(out.report_to,
+                                                                       out.report_to)) is None:
+        parser.error(f"--report_to {out.report_to}: the package is not installed "
+                     f"(pip install {out.report_to}, or --report_to none)")
+    keys = [k.strip() for k in d.data_file_keys.split(",") if k.strip()]
+    try:
+        ds = VideoDataset(d.dataset_base_path, d.dataset_metadata_path, num_frames=d.num_frames,
+                          height=d.height or None, width=d.width or None,
+                          max_pixels=d.max_pixels, repeat=d.dataset_repeat, data_file_keys=keys)
+    except (DatasetError, OSError, ValueError) as e:
+        parser.error(str(e))
+    check_writable_dir(parser, out.output_path, "--output_path")
+    if out.resume_from_checkpoint and out.resume_from_checkpoint != "latest" and \
+            not Path(out.resume_from_checkpoint).is_dir():
+        parser.error(f"--resume_from_checkpoint {out.resume_from_checkpoint}: no such folder")
+    files = resolve_wan_files(m.wan_model_dir, m.dit_path, m.vae_path, m.umt5_path,
+                              m.tokenizer_path)
+    enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=m.prompt_cache_dir)
+    prompts = {r.prompt for r in ds.rows} | {o.negative_prompt}
+    need_t5 = not all(enc.cache_path(pr).exists() for pr in prompts)
+    src = "an earlier training run (--output_path)"
+    entries = [(files.dit, "Wan2.1 DiT weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
+               (files.vae, "Wan2.1 VAE weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
+               (m.load_model_base_from, "base warm start", src),
+               (m.load_model_reg_from, "regulariser warm start", src)]
+    if need_t5:
+        entries += [(files.t5, "umT5 text encoder weights (prompts not cached yet)",
+                     "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
+                    (files.tokenizer, "umT5 tokenizer folder",
+                     "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B")]
+    pixel = o.train_video_pixel and (o.alpha_pixel_l2 > 0 or o.alpha_pixel_lpips > 0)
+    lines = missing_files(entries)
+    if pixel and o.alpha_pixel_lpips > 0:
+        from Wan_SR.training.lpips import LPIPSWeightsError, resolve_lpips_state_dict
+
+        try:
+            if not o.lpips_weights:
+                raise LPIPSWeightsError("--alpha_pixel_lpips > 0 needs --lpips_weights")
+            resolve_lpips_state_dict(o.lpips_weights)
+        except LPIPSWeightsError as e:
+            lines.append(str(e))
+    if lines:
+        raise MissingWeightsError("\n  ".join([f"{len(lines)} file(s) missing:"] + lines)
+                                  if len(lines) > 1 else lines[0])
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_from_args(args)
+    cfg = config_from_args(args)
+    import logging
+
+    from Wan_SR.models.wan import MissingWeightsError
+
+    log = logging.getLogger("Wan_SR.cli.train_base")
+    try:
+        validate(parser, cfg)
+    except MissingWeightsError as e:
+        log.error("%s", e)
+        return 2
+    from Wan_SR.training.base import train_base
+
+    res = train_base(cfg)
+    log.info("done: %d steps, %d update(s) skipped, checkpoints in %s", res["step"],
+             res["nan_skipped"], res["output"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

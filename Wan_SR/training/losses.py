@@ -1,0 +1,83 @@
+"""The training losses as pure functions of tensors (docs/method.md §9, "Base training").
+
+Every random choice (crop position, timesteps, noise) is drawn by the caller and passed in, so a
+test can feed fixed tensors and compare with a hand computation.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from Wan_SR.sampling.timeline import FlowTimeline
+
+# The regulariser's timestep is redrawn while it falls outside [REG_T_MIN, REG_T_MAX].
+REG_T_MIN, REG_T_MAX = 20.0, 980.0
+
+
+def latent_l2(x0: torch.Tensor, z_h: torch.Tensor) -> torch.Tensor:
+    """``loss_l2 = mean((x0 - z_H)^2)`` in float32."""
+    return torch.mean((x0.float() - z_h.float()) ** 2)
+
+
+def crop_box(latent_hw: tuple[int, int], size: int, generator: torch.Generator
+             ) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of a random ``size`` x ``size`` latent crop (smaller when
+    the latent is smaller), every position equally likely."""
+    h, w = latent_hw
+    ch, cw = min(size, h), min(size, w)
+    top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+    return top, left, ch, cw
+
+
+def pixel_losses(decode: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
+                 hq: torch.Tensor, box: tuple[int, int, int, int],
+                 lpips: Optional[Callable] = None, scale: int = 8) -> dict:
+    """Decode the latent crop ``box`` of ``x0`` (B,16,T,h,w) through ``decode`` (frozen VAE,
+    gradients flow to ``x0``) and compare it with the same region of ``hq`` (B,3,F,H,W) in
+    [-1, 1] (rows ``scale*top ...``): ``loss_pixel_l2`` = mse, ``loss_pixel_lpips`` = mean over
+    frames of LPIPS (when ``lpips`` is given)."""
+    top, left, ch, cw = box
+    dec = decode(x0[..., top:top + ch, left:left + cw])
+    ref = hq[..., scale * top:scale * (top + ch), scale * left:scale * (left + cw)]
+    if dec.shape != ref.shape:
+        raise ValueError(f"decoded crop {tuple(dec.shape)} and HQ crop {tuple(ref.shape)} differ")
+    out = {"loss_pixel_l2": torch.mean((dec.float() - ref.float()) ** 2)}
+    if lpips is not None:
+        frames = lambda v: v.transpose(1, 2).flatten(0, 1).float()  # noqa: E731 (B*F,3,h,w)
+        out["loss_pixel_lpips"] = lpips(frames(dec), frames(ref)).mean()
+    return out
+
+
+def draw_reg_timestep(timeline: FlowTimeline, generator: torch.Generator, dtype) -> float:
+    """A grid timestep uniform over the grid, redrawn while (in ``dtype``, as the DiT sees it)
+    it lies above 980 or below 20. Returns the value as the DiT sees it."""
+    while True:
+        i = int(torch.randint(0, timeline.num_steps, (1,), generator=generator))
+        t = float(timeline.timesteps[i].to(dtype))
+        if REG_T_MIN <= t <= REG_T_MAX:
+            return t
+
+
+def regulariser_loss(x0_base: torch.Tensor, x0_fix: torch.Tensor, x0_upd: torch.Tensor
+                     ) -> torch.Tensor:
+    """Score-distillation regulariser, in float32: per sample ``W = mean|x0_base - x0_fix|``,
+    ``g = (x0_upd - x0_fix) / W``, ``loss = mean((x0_base - sg(x0_base - g))^2)``: its value is
+    ``mean(g^2)`` and its gradient with respect to ``x0_base`` is ``2 g / N``."""
+    x0 = x0_base.float()
+    dims = tuple(range(1, x0.dim()))
+    w = (x0.detach() - x0_fix.float()).abs().mean(dim=dims, keepdim=True)
+    g = (x0_upd.float() - x0_fix.float()) / w
+    return torch.mean((x0 - (x0 - g).detach()) ** 2)
+
+
+def flow_matching_loss(v_pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor,
+                       weight: float) -> torch.Tensor:
+    """Diffusion loss of the regulariser DiT: ``mse(v, noise - x0) * w(t)`` in float32."""
+    return torch.mean((v_pred.float() - (noise.float() - x0.float())) ** 2) * weight
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x_t = (1 - sigma) x0 + sigma n``."""
+    return (1 - sigma) * x0 + sigma * noise

@@ -1,0 +1,98 @@
+"""Every option of the trainers, with its default and help (docs/method.md §9). Names and
+defaults follow the published training scripts (``train_base.sh``) where they exist."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from Wan_SR.core.options import DEFAULT_NEGATIVE_PROMPT, opt
+
+
+@dataclass
+class DataOptions:
+    dataset_base_path: str = opt("", "folder holding the training videos (paths in the metadata "
+                                     "are relative to it)")
+    dataset_metadata_path: Optional[str] = opt(None, "CSV, JSON or JSONL with columns video, "
+                                                     "prompt and optionally LQ_video (default: "
+                                                     "every video of --dataset_base_path with its "
+                                                     "same-name .txt prompt)")
+    data_file_keys: str = opt("video,LQ_video", "metadata columns read as media: video, and "
+                                                "LQ_video for paired real LQ clips")
+    dataset_repeat: int = opt(10, "passes over the metadata per epoch")
+    num_frames: int = opt(33, "frames per training clip (4n+1)")
+    height: Optional[int] = opt(720, "clip height (multiple of 16); 0 with --width 0: dynamic size "
+                                     "under --max_pixels")
+    width: Optional[int] = opt(1280, "clip width (multiple of 16)")
+    max_pixels: int = opt(921600, "pixel budget of the dynamic size (with --height 0 --width 0)")
+    deg_file_path: str = opt("config/degradation_pssr.yml", "degradation YAML that makes the LQ "
+                                                            "clips (rows without LQ_video)")
+    dataloader_num_workers: int = opt(2, "DataLoader worker processes per training process")
+
+
+@dataclass
+class ModelOptions:
+    wan_model_dir: str = opt("dependent_models/Wan2.1-T2V-1.3B",
+                             "folder with the official Wan2.1-T2V-1.3B files")
+    dit_path: Optional[str] = opt(None, "override: the DiT file")
+    vae_path: Optional[str] = opt(None, "override: the VAE file")
+    umt5_path: Optional[str] = opt(None, "override: the text encoder file (only for prompts not "
+                                         "in the prompt cache yet)")
+    tokenizer_path: Optional[str] = opt(None, "override: the umT5 tokenizer folder")
+    prompt_cache_dir: Optional[str] = opt(None, "prompt embedding cache (default ~/.cache/ps_sr)")
+    num_heads: Optional[int] = opt(None, "DiT attention heads when the file does not say")
+    lora_rank: int = opt(32, "LoRA rank (alpha = rank)")
+    lora_target_modules: str = opt("q,k,v,o,ffn.0,ffn.2", "layers of every block that get LoRA")
+    load_model_base_from: Optional[str] = opt(None, "warm start: a base checkpoint "
+                                                    "(latest_base.safetensors layout)")
+    load_model_reg_from: Optional[str] = opt(None, "warm start: a regulariser checkpoint "
+                                                   "(latest_reg.safetensors layout)")
+
+
+@dataclass
+class LossOptions:
+    timestep_base: float = opt(699.0, "timestep of the base step")
+    alpha_l2: float = opt(1.0, "weight of mse(x0_base, z_H) on latents")
+    train_video_pixel: bool = opt(True, "pixel losses on a decoded latent crop (True/False)")
+    alpha_pixel_l2: float = opt(1.0, "weight of the pixel mse on the decoded crop")
+    alpha_pixel_lpips: float = opt(2.0, "weight of LPIPS(VGG) on the decoded crop")
+    pixel_crop: int = opt(20, "side of the latent crop decoded for the pixel losses (x8 pixels)")
+    lpips_weights: Optional[str] = opt(None, "local LPIPS(VGG) weights, needed when "
+                                             "--alpha_pixel_lpips > 0 (never downloaded): a folder "
+                                             "holding torchvision's vgg16-397923af.pth and the "
+                                             "LPIPS v0.1 vgg.pth (or pyiqa's "
+                                             "LPIPS_v0.1_vgg-a78928a0.pth); README, 'Training'")
+    alpha_reg: float = opt(1.0, "weight of the regulariser (score distillation against the "
+                                "frozen DiT)")
+    cfg_scale: float = opt(5.0, "classifier-free guidance of the frozen DiT in the regulariser")
+    negative_prompt: str = opt(DEFAULT_NEGATIVE_PROMPT, "negative prompt of that guidance")
+    start_adv_step: int = opt(500, "adversarial terms join the base loss after this step")
+    alpha_adv: float = opt(0.0, "weight of the generator's adversarial loss -D(x0_base)")
+    alpha_perc: float = opt(0.0, "weight of the discriminator feature-matching L1 loss")
+
+
+@dataclass
+class OptimOptions:
+    learning_rate: float = opt(5e-5, "AdamW learning rate of the base and the regulariser")
+    learning_rate_disc: float = opt(1e-4, "AdamW learning rate of the discriminator")
+    lr_warmup_steps: int = opt(0, "linear warm-up steps of the learning rate (then constant)")
+    max_grad_norm: float = opt(1.0, "gradient clipping (max L2 norm; 0 = off)")
+    num_epochs: int = opt(20, "passes over the dataset")
+    max_train_steps: Optional[int] = opt(None, "stop after this many steps (default: "
+                                               "--num_epochs)")
+    seed: int = opt(0, "seed of the data order, the clip starts, the degradation and every draw")
+    mixed_precision: str = opt("bf16", "frozen weights and activations in this precision; "
+                                       "trainable weights and optimiser states stay fp32",
+                               choices=("bf16", "fp16", "no"))
+    gradient_checkpointing: bool = opt(True, "recompute DiT blocks in the backward (True/False)")
+
+
+@dataclass
+class OutputOptions:
+    output_path: str = opt("./experiments/train_base", "where checkpoints and logs go")
+    save_steps: int = opt(200, "save checkpoints every this many steps (and at the end)")
+    save_latest: bool = opt(True, "name the files latest_*.safetensors (True) or "
+                                  "step-XXXXXXX_*.safetensors (False)")
+    resume_from_checkpoint: Optional[str] = opt(None, "continue exactly from a saved state: "
+                                                      "'latest' or a state folder")
+    report_to: str = opt("tensorboard", "tracker: tensorboard, wandb, swanlab or none")
+    project_name: str = opt("PS-SR", "tracker project name")
