@@ -87,3 +87,22 @@ def write_json(obj, path):
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
     print(json.dumps(obj, indent=2))
+
+
+def light_diffsynth():
+    """Import diffsynth's model files without its package ``__init__`` (which pulls in
+    transformers, modelscope and every pipeline): enough for the DiT, VAE and umT5 classes, so
+    GPU machines need only the diffsynth wheel itself."""
+    import importlib.util
+    import types
+
+    if "diffsynth" in sys.modules:
+        return
+    spec = importlib.util.find_spec("diffsynth")
+    if spec is None:
+        raise ImportError("diffsynth is not installed")
+    root = os.path.dirname(spec.origin)
+    for name, path in (("diffsynth", root), ("diffsynth.models", os.path.join(root, "models"))):
+        mod = types.ModuleType(name)
+        mod.__path__ = [path]
+        sys.modules[name] = mod

@@ -19,7 +19,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS, ""):
+        d = action.default
+        if "default" in text or d is None or d is False or d is argparse.SUPPRESS or d == "":
             return text
         if action.option_strings and action.nargs != 0:
             return text + " (default: %(default)s)"

@@ -16,6 +16,19 @@ from pathlib import Path
 from .common import HelpFormatter, add_log_args, add_options, options_from_args, setup_from_args
 
 
+REPORTERS = ("tensorboard", "wandb", "swanlab", "none")
+
+
+def resolve_config_path(path) -> Path:
+    """A relative config path that does not exist from here is looked up in the repository
+    (so the default config/degradation_pssr.yml works from any folder)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    repo = Path(__file__).resolve().parents[2] / p
+    return repo if repo.exists() else p
+
+
 def str2bool(v) -> bool:
     if isinstance(v, bool):
         return v
@@ -82,6 +95,31 @@ def validate(parser, cfg, trainer: str = "base") -> None:
         parser.error("--lora_rank must be >= 1")
     if not 0 < o.timestep_base <= 1000:
         parser.error("--timestep_base must lie in (0, 1000]")
+    weights = {k: getattr(o, k) for k in ("alpha_l2", "alpha_pixel_l2", "alpha_pixel_lpips",
+                                          "alpha_reg", "alpha_adv", "alpha_perc")}
+    negative = [k for k, v in weights.items() if v < 0]
+    if negative:
+        parser.error(f"loss weights must not be negative: {', '.join('--' + k for k in negative)}")
+    pixel_on = o.train_video_pixel and (o.alpha_pixel_l2 > 0 or o.alpha_pixel_lpips > 0)
+    if not (o.alpha_l2 > 0 or pixel_on or o.alpha_reg > 0):
+        parser.error("no generator loss is on: set --alpha_l2, the pixel losses or --alpha_reg")
+    if o.pixel_crop < 1:
+        parser.error("--pixel_crop must be >= 1")
+    for name in ("dataloader_num_workers",):
+        if getattr(d, name) < 0:
+            parser.error(f"--{name} must be >= 0")
+    if opt.max_grad_norm < 0 or opt.lr_warmup_steps < 0:
+        parser.error("--max_grad_norm and --lr_warmup_steps must be >= 0")
+    if m.num_heads is not None and m.num_heads < 1:
+        parser.error("--num_heads must be >= 1")
+    unknown = [t for t in m.lora_target_modules.split(",")
+               if t.strip() and t.strip() not in ("q", "k", "v", "o", "ffn.0", "ffn.2")]
+    if unknown:
+        parser.error(f"--lora_target_modules: unknown layer(s) {unknown}; choose from "
+                     "q,k,v,o,ffn.0,ffn.2")
+    if out.report_to not in REPORTERS:
+        parser.error(f"--report_to must be one of {', '.join(REPORTERS)}")
+    d.deg_file_path = str(resolve_config_path(d.deg_file_path))
     if not Path(d.deg_file_path).is_file():
         parser.error(f"--deg_file_path {d.deg_file_path}: no such file")
     try:
@@ -90,9 +128,7 @@ def validate(parser, cfg, trainer: str = "base") -> None:
         load_config(d.deg_file_path)
     except (ValueError, OSError) as e:
         parser.error(str(e))
-    if out.report_to not in ("none", "") and \
-            importlib.util.find_spec({"tensorboard": "tensorboard"}.get(out.report_to,
-                                                                       out.report_to)) is None:
+    if out.report_to != "none" and importlib.util.find_spec(out.report_to) is None:
         parser.error(f"--report_to {out.report_to}: the package is not installed "
                      f"(pip install {out.report_to}, or --report_to none)")
     keys = [k.strip() for k in d.data_file_keys.split(",") if k.strip()]
@@ -103,9 +139,17 @@ def validate(parser, cfg, trainer: str = "base") -> None:
     except (DatasetError, OSError, ValueError) as e:
         parser.error(str(e))
     check_writable_dir(parser, out.output_path, "--output_path")
-    if out.resume_from_checkpoint and out.resume_from_checkpoint != "latest" and \
-            not Path(out.resume_from_checkpoint).is_dir():
-        parser.error(f"--resume_from_checkpoint {out.resume_from_checkpoint}: no such folder")
+    if out.resume_from_checkpoint:
+        from Wan_SR.training.checkpoints import find_state
+
+        try:
+            find_state(Path(out.output_path), out.resume_from_checkpoint)
+        except FileNotFoundError as e:
+            parser.error(str(e))
+    for flag in ("load_model_base_from", "load_model_reg_from"):
+        p = getattr(m, flag)
+        if p is not None and Path(p).exists() and not Path(p).is_file():
+            parser.error(f"--{flag} {p}: not a file")
     files = resolve_wan_files(m.wan_model_dir, m.dit_path, m.vae_path, m.umt5_path,
                               m.tokenizer_path)
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=m.prompt_cache_dir)

@@ -21,7 +21,7 @@ dimension that has already shrunk to 1, so every size ``>= 1`` works (e.g. 6x6 -
 1x1 ...). For ``h, w >= 32`` this is exactly the release's computation (floor mode, no padding);
 only sizes the release cannot run at all behave differently.
 
-Losses (pure functions of scores / features, recipe section 2.4 items 6 and 9):
+Losses (pure functions of scores / features; docs/method.md §9, "Base training"):
 
 * :func:`generator_adv_loss` ``= -mean(fake_scores)``
 * :func:`feature_matching_loss` ``= mean|fake_feat - stopgrad(real_feat)|``
@@ -148,6 +148,6 @@ def feature_matching_loss(fake_feat: torch.Tensor, real_feat: torch.Tensor) -> t
 def discriminator_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """Hinge loss of the discriminator: ``(mean relu(1 - real) + mean relu(1 + fake)) / 2``.
 
-    The caller passes scores of detached fakes (recipe 2.4 item 9), so only D receives gradients.
+    The caller passes scores of detached fakes, so only D receives gradients.
     """
     return (F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()) / 2
