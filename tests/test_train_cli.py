@@ -284,3 +284,42 @@ def test_accelerate_configs(case, machines, processes):
     assert "main_process_ip" not in cfg  # the script passes it
     if case == "multi":
         assert cfg["main_process_port"] == 19500
+
+
+# ----------------------------------------------------------------------------- train_draft
+
+def test_train_draft_script_and_parser():
+    """train_draft.sh passes only options train_draft.py has, with the draft's published values
+    plus k_select 1.5 and the base it reads; its multi case needs the same variables."""
+    from Wan_SR.cli.train_draft import build_parser
+
+    script = ROOT / "train_draft.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    block = re.search(r"^args=\((.*?)^\)", script.read_text(), re.S | re.M).group(1)
+    argv = block.split()
+    parser = build_parser()
+    known = {o for a in parser._actions for o in a.option_strings}
+    used = {a for a in argv if a.startswith("--")}
+    assert used <= known, used - known
+    args = parser.parse_args(argv)
+    assert args.k_select == 1.5 and args.draft_condition == "zeros"
+    assert args.load_model_base_from.endswith("train_base/latest_base.safetensors")
+    assert args.output_path.endswith("train_draft")
+    for base_only in ("--alpha_reg", "--cfg_scale", "--alpha_adv", "--lora_rank"):
+        assert base_only not in known  # no option that does nothing
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "MASTER_ADDR", "MASTER_PORT")}
+    r = subprocess.run(["bash", str(script), "multi"], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "MASTER_ADDR" in r.stderr
+
+
+def test_train_draft_needs_the_base(argv, no_models, capsys):
+    from Wan_SR.cli.train_draft import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    assert code == 2
+    assert "--load_model_base_from (the trained latest_base.safetensors) is required" in \
+        capsys.readouterr().err
+    assert not no_models

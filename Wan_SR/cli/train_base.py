@@ -13,7 +13,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .common import HelpFormatter, add_log_args, add_options, options_from_args, setup_from_args
+from .common import (HelpFormatter, add_log_args, add_options, options_from_args,
+                     parse_float_list, setup_from_args)
 
 
 REPORTERS = ("tensorboard", "wandb", "swanlab", "none")
@@ -40,13 +41,27 @@ def str2bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
-                                         OutputOptions)
+# Options of the published parser that the draft trainer does not use (no option does nothing).
+DRAFT_SKIPS = {"ModelOptions": ("lora_rank", "lora_target_modules", "load_model_base_from",
+                                "load_model_reg_from"),
+               "LossOptions": ("alpha_reg", "cfg_scale", "negative_prompt", "start_adv_step",
+                               "alpha_adv", "alpha_perc"),
+               "OptimOptions": ("learning_rate_disc",)}
 
-    for title, cls in (("data", DataOptions), ("models", ModelOptions), ("losses", LossOptions),
-                       ("optimisation", OptimOptions), ("checkpoints and logging", OutputOptions)):
-        add_options(p.add_argument_group(title), cls, bools=str2bool)
+
+def add_training_options(p: argparse.ArgumentParser, trainer: str = "base") -> None:
+    from Wan_SR.training.options import (DataOptions, DraftOptions, LossOptions, ModelOptions,
+                                         OptimOptions, OutputOptions)
+
+    groups = [("data", DataOptions), ("models", ModelOptions), ("losses", LossOptions),
+              ("optimisation", OptimOptions), ("checkpoints and logging", OutputOptions)]
+    if trainer == "draft":
+        groups.insert(2, ("draft", DraftOptions))
+    skips = DRAFT_SKIPS if trainer == "draft" else {}
+    for title, cls in groups:
+        add_options(p.add_argument_group(title), cls, bools=str2bool,
+                    skip=skips.get(cls.__name__, ()),
+                    types={"timestep_draft_list": parse_float_list})
     p.add_argument("--checkpointing_steps", dest="save_steps", type=int,
                    help="same as --save_steps")
 
@@ -60,16 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args):
-    from Wan_SR.training.base import BaseTrainConfig
-    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
-                                         OutputOptions)
+def config_from_args(args, trainer: str = "base"):
+    from Wan_SR.training.options import (DataOptions, DraftOptions, LossOptions, ModelOptions,
+                                         OptimOptions, OutputOptions)
 
-    return BaseTrainConfig(options_from_args(DataOptions, args),
-                           options_from_args(ModelOptions, args),
-                           options_from_args(LossOptions, args),
-                           options_from_args(OptimOptions, args),
-                           options_from_args(OutputOptions, args))
+    parts = [options_from_args(c, args) for c in (DataOptions, ModelOptions, LossOptions,
+                                                  OptimOptions, OutputOptions)]
+    if trainer == "draft":
+        from Wan_SR.training.draft import DraftTrainConfig
+
+        parts[2].alpha_reg = parts[2].alpha_adv = parts[2].alpha_perc = 0.0
+        parts[1].load_model_base_from = parts[1].load_model_reg_from = None  # the draft's own
+        return DraftTrainConfig(*parts, options_from_args(DraftOptions, args))
+    from Wan_SR.training.base import BaseTrainConfig
+
+    return BaseTrainConfig(*parts)
 
 
 def validate(parser, cfg, trainer: str = "base") -> None:
@@ -147,19 +167,38 @@ def validate(parser, cfg, trainer: str = "base") -> None:
         except FileNotFoundError as e:
             parser.error(str(e))
     for flag in ("load_model_base_from", "load_model_reg_from"):
-        p = getattr(m, flag)
+        p = getattr(cfg.draft if trainer == "draft" and flag == "load_model_base_from" else m,
+                    flag, None)
         if p is not None and Path(p).exists() and not Path(p).is_file():
             parser.error(f"--{flag} {p}: not a file")
+    if trainer == "draft":
+        from Wan_SR.core.options import validate_timesteps
+
+        dr = cfg.draft
+        if not dr.load_model_base_from:
+            parser.error("--load_model_base_from (the trained latest_base.safetensors) is required")
+        if dr.k_select < 1:
+            parser.error("--k_select must be >= 1")
+        try:
+            validate_timesteps(o.timestep_base, dr.timestep_draft_list)
+        except ValueError as e:
+            parser.error(str(e))
+        if not dr.timestep_draft_list:
+            parser.error("--timestep_draft_list needs at least one timestep")
     files = resolve_wan_files(m.wan_model_dir, m.dit_path, m.vae_path, m.umt5_path,
                               m.tokenizer_path)
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=m.prompt_cache_dir)
-    prompts = {r.prompt for r in ds.rows} | {o.negative_prompt}
+    prompts = {r.prompt for r in ds.rows} | ({o.negative_prompt} if trainer == "base" else set())
     need_t5 = not all(enc.cache_path(pr).exists() for pr in prompts)
     src = "an earlier training run (--output_path)"
     entries = [(files.dit, "Wan2.1 DiT weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
                (files.vae, "Wan2.1 VAE weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
                (m.load_model_base_from, "base warm start", src),
                (m.load_model_reg_from, "regulariser warm start", src)]
+    if trainer == "draft":
+        entries += [(cfg.draft.load_model_base_from, "trained base (--load_model_base_from)",
+                     "train_base.py (its --output_path)"),
+                    (cfg.draft.load_model_draft_from, "draft warm start", src)]
     if need_t5:
         entries += [(files.t5, "umT5 text encoder weights (prompts not cached yet)",
                      "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
@@ -181,27 +220,35 @@ def validate(parser, cfg, trainer: str = "base") -> None:
                                   if len(lines) > 1 else lines[0])
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def main(argv=None, trainer: str = "base") -> int:
+    parser = build_parser() if trainer == "base" else _draft_parser()
     args = parser.parse_args(argv)
     setup_from_args(args)
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, trainer)
     import logging
 
     from Wan_SR.models.wan import MissingWeightsError
 
-    log = logging.getLogger("Wan_SR.cli.train_base")
+    log = logging.getLogger(f"Wan_SR.cli.train_{trainer}")
     try:
-        validate(parser, cfg)
+        validate(parser, cfg, trainer)
     except MissingWeightsError as e:
         log.error("%s", e)
         return 2
-    from Wan_SR.training.base import train_base
-
-    res = train_base(cfg)
+    if trainer == "base":
+        from Wan_SR.training.base import train_base as run
+    else:
+        from Wan_SR.training.draft import train_draft as run
+    res = run(cfg)
     log.info("done: %d steps, %d update(s) skipped, checkpoints in %s", res["step"],
              res["nan_skipped"], res["output"])
     return 0
+
+
+def _draft_parser():
+    from .train_draft import build_parser as draft_parser
+
+    return draft_parser()
 
 
 if __name__ == "__main__":

@@ -87,10 +87,13 @@ def build_draft(base_dit, k_select: float):
     return draft
 
 
-def save_draft(draft, path: str | os.PathLike, extra_metadata: Optional[dict] = None) -> None:
+def save_draft(draft, path: str | os.PathLike, extra_metadata: Optional[dict] = None,
+               dtype: Optional[torch.dtype] = None) -> None:
     """Complete state dict of the pruned draft (docs/method.md layout), written atomically, with
-    ``k_select``, ``block_ids`` and ``num_heads`` (and ``extra_metadata``) in the metadata."""
-    sd = {k: v.detach().cpu() for k, v in draft.state_dict().items()}
+    ``k_select``, ``block_ids`` and ``num_heads`` (and ``extra_metadata``) in the metadata;
+    floating tensors cast to ``dtype`` when given."""
+    sd = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach())
+          .cpu() for k, v in draft.state_dict().items()}
     meta = {"block_ids": ",".join(map(str, draft.block_ids)),
             "num_heads": str(draft.config["num_heads"])}
     if getattr(draft, "k_select", None) is not None:

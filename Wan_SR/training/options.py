@@ -96,3 +96,19 @@ class OutputOptions:
                                                       "'latest' or a state folder")
     report_to: str = opt("tensorboard", "tracker: tensorboard, wandb, swanlab or none")
     project_name: str = opt("PS-SR", "tracker project name")
+
+
+@dataclass
+class DraftOptions:
+    load_model_base_from: str = opt("", "the trained base (latest_base.safetensors of "
+                                        "train_base.py): merged into the frozen base and the draft")
+    k_select: float = opt(1.5, "draft block rule: block i is kept when i %% k == k - 1 (1.5: "
+                               "every third block, what inference and the released draft use)")
+    timestep_draft_list: list = opt([599.0, 499.0, 399.0], "draft timesteps, strictly "
+                                                          "decreasing and below --timestep_base")
+    draft_condition: str = opt("zeros", "what the draft sees as the condition half of its input "
+                                        "while training: zeros (the release) or lq (z_L, what "
+                                        "inference feeds)", choices=("zeros", "lq"))
+    load_model_draft_from: Optional[str] = opt(None, "warm start: a draft checkpoint "
+                                                     "(latest_draft.safetensors layout; its "
+                                                     "k_select must match)")

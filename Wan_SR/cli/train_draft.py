@@ -1,0 +1,33 @@
+"""train_draft.py: train the PS-SR draft model (the DiT blocks chosen by --k_select, each fed the
+frozen base's hidden state through an fc layer) from a trained base (docs/method.md §9, "Draft
+training"). Run it with `accelerate launch` (see train_draft.sh); plain `python train_draft.py`
+runs one process.
+
+Writes into --output_path: latest_draft.safetensors (what inference_step_1.py --lora_draft_path
+loads; it records k_select, the kept blocks and the training condition, so inference needs no
+--k_select), state/step-XXXXXXX/ (for --resume_from_checkpoint latest), losses.jsonl and the
+tracker logs. Every option and file is checked before a model loads."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import HelpFormatter, add_log_args
+from .train_base import add_training_options, main as train_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train_draft.py", description=__doc__,
+                                formatter_class=HelpFormatter)
+    add_training_options(p, trainer="draft")
+    add_log_args(p)
+    p.set_defaults(output_path="./experiments/train_draft")
+    return p
+
+
+def main(argv=None) -> int:
+    return train_main(argv, trainer="draft")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
