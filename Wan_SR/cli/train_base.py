@@ -169,7 +169,7 @@ def validate(parser, cfg, trainer: str = "base") -> None:
     for flag in ("load_model_base_from", "load_model_reg_from"):
         p = getattr(cfg.draft if trainer == "draft" and flag == "load_model_base_from" else m,
                     flag, None)
-        if p is not None and Path(p).exists() and not Path(p).is_file():
+        if p and Path(p).exists() and not Path(p).is_file():
             parser.error(f"--{flag} {p}: not a file")
     if trainer == "draft":
         from Wan_SR.core.options import validate_timesteps
