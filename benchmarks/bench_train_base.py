@@ -19,7 +19,6 @@ Writes benchmarks/results/train_base_<gpu>.json (per shape and structure: s_per_
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import tempfile
@@ -27,7 +26,7 @@ import time
 
 import torch
 
-from common import ROOT, environment, light_diffsynth, sync, write_json
+from common import ROOT, environment, light_diffsynth, results_path, sync, write_json
 
 sys.path.insert(0, str(ROOT))
 
@@ -207,10 +206,7 @@ def main(argv=None):
             r = bench(shape, size, device, False, 2, 1, lpips_dir, **over)
             res["ablation"][name] = r
             print("ablation", name, r, flush=True)
-    tag = re.sub(r"[^a-z0-9]+", "_", res["env"]["device"].lower()).strip("_")
-    tag = "h200" if "h200" in tag else "h100" if "h100" in tag else tag
-    out = a.out or ROOT / "benchmarks" / "results" / f"train_base_{tag}{'_quick' if a.quick else ''}.json"
-    write_json(res, out)
+    write_json(res, a.out or results_path("train_base", res["env"], a.quick))
 
 
 if __name__ == "__main__":

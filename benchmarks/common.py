@@ -106,3 +106,12 @@ def light_diffsynth():
         mod = types.ModuleType(name)
         mod.__path__ = [path]
         sys.modules[name] = mod
+
+
+def results_path(name: str, env: dict, quick: bool = False) -> Path:
+    """``benchmarks/results/<name>_<gpu>.json`` (``h200``/``h100`` or the device name)."""
+    import re
+
+    tag = re.sub(r"[^a-z0-9]+", "_", env["device"].lower()).strip("_")
+    tag = "h200" if "h200" in tag else "h100" if "h100" in tag else tag
+    return ROOT / "benchmarks" / "results" / f"{name}_{tag}{'_quick' if quick else ''}.json"

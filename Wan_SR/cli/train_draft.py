@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from .common import HelpFormatter, add_log_args
-from .train_base import add_training_options, main as train_main
+from .training import add_training_options, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return train_main(argv, trainer="draft")
+    return run(build_parser(), argv, "draft")
 
 
 if __name__ == "__main__":
