@@ -61,5 +61,16 @@ def progress(iterable=None, *, total=None, desc=None, unit="it", leave=False, en
     on a process other than the main one, or with ``enabled=False``."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True,
-                disable=not (enabled and progress_enabled()), file=sys.stderr, **kw)
+    on = enabled and progress_enabled()
+    width = {"dynamic_ncols": True}
+    if on and _columns() == 0:  # a terminal that reports no size (e.g. a bare pty): fixed width
+        width = {"ncols": 100, "nrows": 40}
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=not on,
+                file=sys.stderr, **width, **kw)
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
