@@ -17,13 +17,6 @@
 # root: the script changes into its own folder first.
 set -euo pipefail
 
-case_name=single
-if [[ $# -gt 0 && ( "$1" != --* || "$1" == --help ) ]]; then
-  case_name="$1"
-  shift
-fi
-cd "$(dirname "${BASH_SOURCE[0]}")"
-
 args=(
   --dataset_base_path ./datasets/YouHQ
   --dataset_metadata_path ./metadata_YouHQ.csv
@@ -46,44 +39,7 @@ args=(
   --lpips_weights ./dependent_models/lpips
 )
 
-launcher() {
-  if ! command -v accelerate >/dev/null 2>&1; then
-    echo "train_draft.sh: 'accelerate' not found on PATH (activate the environment first:" \
-         "source .venv/bin/activate)" >&2
-    exit 2
-  fi
-}
-
-case "$case_name" in
-  single)
-    launcher
-    exec accelerate launch --config_file config/accelerate_config_single.yaml \
-      train_draft.py "${args[@]}" "$@"
-    ;;
-  multi)
-    missing=()
-    for v in RANK MASTER_ADDR MASTER_PORT; do
-      if [[ -z "${!v:-}" ]]; then
-        missing+=("$v")
-      fi
-    done
-    if [[ ${#missing[@]} -gt 0 ]]; then
-      echo "train_draft.sh multi: ${missing[*]} not set; the multi-node launch needs RANK (this" \
-           "machine's rank, 0 on the main one), MASTER_ADDR (the main machine's address) and" \
-           "MASTER_PORT (a free port on it)" >&2
-      exit 2
-    fi
-    launcher
-    exec accelerate launch --config_file config/accelerate_config_multi.yaml \
-      --machine_rank "${RANK}" --main_process_ip "${MASTER_ADDR}" \
-      --main_process_port "${MASTER_PORT}" \
-      train_draft.py "${args[@]}" "$@"
-    ;;
-  -h|--help|help)
-    sed -n '2,17p' train_draft.sh
-    ;;
-  *)
-    echo "train_draft.sh: unknown case '$case_name' (use 'single' or 'multi')" >&2
-    exit 2
-    ;;
-esac
+script=train_draft.sh
+trainer=train_draft.py
+help_lines=17
+source "$(dirname "${BASH_SOURCE[0]}")/scripts/launch_training.sh" "$@"

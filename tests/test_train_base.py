@@ -103,13 +103,17 @@ def config(tiny_paths, data, out, **over):
     o.alpha_pixel_lpips, o.pixel_crop = 0.0, 2
     opt.mixed_precision, opt.learning_rate = "no", 1e-3
     oo.output_path, oo.report_to, oo.save_steps = str(out), "none", 6
+    return override(cfg, **over)
+
+
+def override(cfg, **over):
+    """Set each option on whichever part of the training config has it."""
+    parts = [getattr(cfg, f.name) for f in __import__("dataclasses").fields(cfg)]
     for k, v in over.items():
-        for part in (d, m, o, opt, oo):
-            if hasattr(part, k):
-                setattr(part, k, v)
-                break
-        else:
+        part = next((p for p in parts if hasattr(p, k)), None)
+        if part is None:
             raise KeyError(k)
+        setattr(part, k, v)
     return cfg
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_train_base import data, history, weights  # noqa: F401 (fixture)
+from test_train_base import data, history, override, weights  # noqa: F401 (fixture)
 
 
 def draft_config(tiny_paths, data, out, **over):
@@ -26,14 +26,7 @@ def draft_config(tiny_paths, data, out, **over):
     o.alpha_pixel_lpips, o.pixel_crop = 0.0, 2
     opt.mixed_precision, opt.learning_rate = "no", 1e-3
     oo.output_path, oo.report_to, oo.save_steps = str(out), "none", 6
-    for k, v in over.items():
-        for part in (d, m, o, opt, oo, dr):
-            if hasattr(part, k):
-                setattr(part, k, v)
-                break
-        else:
-            raise KeyError(k)
-    return cfg
+    return override(cfg, **over)
 
 
 def run(cfg, **kw):

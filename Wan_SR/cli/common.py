@@ -82,6 +82,11 @@ def options_from_args(cls, args):
                   if hasattr(args, f.name)})
 
 
+def add_device_arg(group) -> None:
+    group.add_argument("--device", default=None,
+                       help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+
+
 def add_log_args(p: argparse.ArgumentParser) -> None:
     add_options(p.add_argument_group("logging"), LogOptions)
 

@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import HelpFormatter, add_log_args, check_device, check_writable_dir, setup_from_args
+from .common import (HelpFormatter, add_device_arg, add_log_args, check_device,
+                     check_writable_dir, setup_from_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_mode", action="store_true",
                    help="score --batch_size frames per metric call (default: one at a time)")
     p.add_argument("--batch_size", type=int, default=8, help="frames per batch with --batch_mode")
-    p.add_argument("--device", default=None,
-                   help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    add_device_arg(p)
     p.add_argument("--weights_dir", default=None,
                    help="local folder holding metric weight files (searched recursively by file "
                         "name) for machines without internet access")

@@ -13,8 +13,9 @@ import sys
 
 from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, SamplingOptions,
                                  WindowOptions, branch_names, parse_fps)
-from .common import (HelpFormatter, add_log_args, add_options, check_device, check_input_dir,
-                     check_writable_dir, options_from_args, same_folder, setup_from_args)
+from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
+                     check_input_dir, check_writable_dir, options_from_args, same_folder,
+                     setup_from_args)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inference_step_1.py", description=__doc__,
@@ -73,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p.add_argument_group("frequency-domain update (with --final or --outputs final)"),
                 FusionOptions)
     sp = p.add_argument_group("device and speed")
-    sp.add_argument("--device", default=None,
-                    help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    add_device_arg(sp)
     sp.add_argument("--attention", default="auto",
                     choices=["auto", "cudnn", "flash", "efficient", "math"],
                     help="scaled-dot-product attention kernel of the DiT (auto: cuDNN first)")

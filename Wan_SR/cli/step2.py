@@ -14,8 +14,9 @@ import argparse
 import sys
 
 from Wan_SR.core.options import FusionOptions, OutputOptions, parse_fps, step2_windows, WindowOptions
-from .common import (HelpFormatter, add_log_args, add_options, check_device, check_input_dir,
-                     check_writable_dir, options_from_args, same_folder, setup_from_args)
+from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
+                     check_input_dir, check_writable_dir, options_from_args, same_folder,
+                     setup_from_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p.add_argument_group("frequency-domain update"), FusionOptions)
     add_options(p.add_argument_group("windows (they bound memory; fusion is per frame)"),
                 WindowOptions, defaults=step2_windows())
-    p.add_argument("--device", default=None,
-                   help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    add_device_arg(p)
     add_log_args(p)
     return p
 

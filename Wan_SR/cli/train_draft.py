@@ -9,20 +9,13 @@ loads; it records k_select, the kept blocks and the training condition, so infer
 tracker logs. Every option and file is checked before a model loads."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .common import HelpFormatter, add_log_args
-from .training import add_training_options, run
+from .training import run, training_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_draft.py", description=__doc__,
-                                formatter_class=HelpFormatter)
-    add_training_options(p, trainer="draft")
-    add_log_args(p)
-    p.set_defaults(output_path="./experiments/train_draft")
-    return p
+def build_parser():
+    return training_parser("draft", __doc__)
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from .common import add_options, options_from_args, parse_float_list, setup_from_args
+from .common import (HelpFormatter, add_log_args, add_options, options_from_args,
+                     parse_float_list, setup_from_args)
 
 
 REPORTERS = ("tensorboard", "wandb", "swanlab", "none")
@@ -56,6 +57,17 @@ def add_training_options(p: argparse.ArgumentParser, trainer: str = "base") -> N
                     types={"timestep_draft_list": parse_float_list})
     p.add_argument("--checkpointing_steps", dest="save_steps", type=int,
                    help="same as --save_steps")
+
+
+def training_parser(trainer: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``train_<trainer>.py``: every option of the trainer, logging options, the
+    default ``--output_path ./experiments/train_<trainer>``."""
+    p = argparse.ArgumentParser(prog=f"train_{trainer}.py", description=description,
+                                formatter_class=HelpFormatter)
+    add_training_options(p, trainer=trainer)
+    add_log_args(p)
+    p.set_defaults(output_path=f"./experiments/train_{trainer}")
+    return p
 
 
 def config_from_args(args, trainer: str = "base"):

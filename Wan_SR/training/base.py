@@ -15,7 +15,6 @@ uninterrupted one does.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
@@ -23,6 +22,7 @@ from typing import Optional
 import torch
 
 from Wan_SR.models.dit import dit_forward
+from Wan_SR.models.lora import export_base_state_dict
 from Wan_SR.models.wan import vae_decode
 from Wan_SR.sampling.speculative import base_step
 from Wan_SR.sampling.timeline import FlowTimeline
@@ -30,7 +30,7 @@ from . import losses
 from .discriminator import (LatentDiscriminator, discriminator_hinge_loss, feature_matching_loss,
                             generator_adv_loss)
 from .engine import Session, adamw, warmup_scheduler
-from .models import build_base, build_regulariser, trainable_parameters, trainable_state_dict
+from .models import build_base, build_regulariser, trainable_parameters
 from .options import DataOptions, LossOptions, ModelOptions, OptimOptions, OutputOptions
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ class BaseTrainConfig:
     optim: OptimOptions = field(default_factory=OptimOptions)
     out: OutputOptions = field(default_factory=OutputOptions)
 
-    def to_dict(self) -> dict:
-        return {k: dataclasses.asdict(getattr(self, k)) for k in ("data", "model", "loss", "optim",
-                                                                  "out")}
 
 
 @dataclass
@@ -239,16 +236,16 @@ def train_base(cfg: BaseTrainConfig, inject_nan_at: tuple = ()) -> dict:
         return logs
 
     def save_fn(step: int) -> None:
-        parts = {"base": trainable_state_dict(acc.unwrap_model(gen).base)}
+        parts = {"base": export_base_state_dict(acc.unwrap_model(gen).base)}
         if reg_mod is not None:
-            parts["reg"] = trainable_state_dict(acc.unwrap_model(reg_mod).dit_update)
+            parts["reg"] = export_base_state_dict(acc.unwrap_model(reg_mod).dit_update)
         if disc is not None:
             parts["discriminator"] = {k: v.detach().cpu() for k, v in
                                       acc.unwrap_model(disc).state_dict().items()}
         s.save_weights(step, parts, {"lora_rank": m.lora_rank, "trainer": "train_base"})
 
     result = s.loop(total, step_fn, save_fn)
-    s.dump_rank_weights(trainable_state_dict(acc.unwrap_model(gen).base))
+    s.dump_rank_weights(export_base_state_dict(acc.unwrap_model(gen).base))
     return result
 
 

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -44,9 +43,6 @@ class DraftTrainConfig:
         output_path="./experiments/train_draft"))
     draft: DraftOptions = field(default_factory=DraftOptions)
 
-    def to_dict(self) -> dict:
-        return {k: dataclasses.asdict(getattr(self, k)) for k in ("data", "model", "loss", "optim",
-                                                                  "out", "draft")}
 
 
 def condition(z_l: torch.Tensor, kind: str) -> torch.Tensor:

@@ -8,6 +8,7 @@ run repeats exactly what an uninterrupted one does.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -261,7 +262,7 @@ class Session:
         self.history = LossHistory(self.output / "losses.jsonl", self.acc.is_main_process,
                                    self.state["step"])
         if self.report:
-            self.acc.init_trackers(out.project_name, config=flat(self.cfg.to_dict()))
+            self.acc.init_trackers(out.project_name, config=flat(dataclasses.asdict(self.cfg)))
         self.steps_per_epoch = len(self.loader)
         total = opt.max_train_steps or opt.num_epochs * self.steps_per_epoch
         log.info("%s: %d steps (%d per epoch, %d process(es)), from step %d", self.name, total,

@@ -10,8 +10,7 @@ from typing import Iterable
 
 import torch
 
-from Wan_SR.models.lora import (BASE_FULL_TENSORS, CheckpointMismatchError, inject_lora,
-                                lora_state_dict)
+from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
 
 log = logging.getLogger(__name__)
@@ -32,15 +31,6 @@ def upcast_trainable(module: torch.nn.Module) -> None:
 
 def trainable_parameters(module: torch.nn.Module) -> list:
     return [p for p in module.parameters() if p.requires_grad]
-
-
-def trainable_state_dict(dit) -> dict:
-    """LoRA tensors + patch embedding + head (the ``latest_base`` / ``latest_reg`` layout)."""
-    sd = lora_state_dict(dit)
-    full = dit.state_dict()
-    for k in BASE_FULL_TENSORS:
-        sd[k] = full[k].detach().contiguous().cpu()
-    return sd
 
 
 def load_trainable_state(dit, path, what: str) -> None:
