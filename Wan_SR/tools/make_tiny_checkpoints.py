@@ -1,6 +1,6 @@
 """Write random-weight checkpoints in exactly the official file layouts (docs/method.md §8).
 
-    python -m Wan_SR.tools.make_tiny_checkpoints --out DIR [--size tiny|real]
+    python -m Wan_SR.tools.make_tiny_checkpoints --out DIR [--size tiny|real] [--no_ram]
 
 writes::
 
@@ -8,12 +8,15 @@ writes::
     DIR/dependent_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth
     DIR/dependent_models/Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth
     DIR/dependent_models/Wan2.1-T2V-1.3B/google/umt5-xxl/                    (a T5 tokenizer)
+    DIR/dependent_models/ram_swin_large_14m.pth                                (RAM tagger, {"model": sd})
+    DIR/dependent_models/DAPE.pth                                              (DAPE LoRA pairs)
     DIR/checkpoints/pretrained_models/base.safetensors                         (LoRA + full tensors)
     DIR/checkpoints/pretrained_models/draft.safetensors                        (pruned draft)
 
 The files go through the same public loaders as the real ones. ``--size real`` writes the real
 Wan2.1-1.3B shapes (bf16) for GPU benchmarks; its 11 GB text encoder is skipped unless
 ``--text_encoder`` is given, and a random prompt embedding is put in the prompt cache instead.
+The RAM tagger files (real: Swin-L shapes, fp32, about 0.9 GB) are skipped with ``--no_ram``.
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ def _save_st(sd: dict, path: Path, metadata: dict | None = None) -> None:
 
 def make_checkpoints(out: str | Path, size: str = "tiny", seed: int = 0,
                      text_encoder: bool | None = None, k_select: float = 1.5,
-                     lora_scale: float = 0.02, log=print) -> dict:
-    """Write all files; returns their paths. Deterministic for a given seed."""
+                     lora_scale: float = 0.02, ram: bool = True, log=print) -> dict:
+    """Write all files; returns their paths (``"ram"`` / ``"dape"`` with ``ram``).
+    Deterministic for a given seed."""
     from diffsynth.models.wan_video_dit import WanModel
     from diffsynth.models.wan_video_text_encoder import WanTextEncoder
     from diffsynth.models.wan_video_vae import VideoVAE_
@@ -142,6 +146,13 @@ def make_checkpoints(out: str | Path, size: str = "tiny", seed: int = 0,
     draft.to(dtype)
     paths["draft"] = ckpt_dir / "draft.safetensors"
     save_draft(draft, paths["draft"])
+
+    if ram:
+        from Wan_SR.models.ram import DAPE_FILE, RAM_FILE, write_tiny_dape, write_tiny_ram
+
+        log("RAM tagger + DAPE ...")
+        paths["ram"] = write_tiny_ram(out / "dependent_models" / RAM_FILE, seed, size)
+        paths["dape"] = write_tiny_dape(out / "dependent_models" / DAPE_FILE, seed, size)
     log(f"wrote {out}")
     return paths
 
@@ -156,9 +167,13 @@ def main(argv=None):
     ap.add_argument("--k_select", type=float, default=1.5, help="block selection of the draft")
     ap.add_argument("--text_encoder", action="store_true",
                     help="with --size real, also write the 11 GB random umT5 encoder")
+    ap.add_argument("--ram", dest="ram", action="store_true", default=True,
+                    help="write the RAM tagger and DAPE files (default)")
+    ap.add_argument("--no_ram", dest="ram", action="store_false",
+                    help="skip the RAM tagger and DAPE files")
     a = ap.parse_args(argv)
     make_checkpoints(a.out, a.size, a.seed, text_encoder=True if a.text_encoder else None,
-                     k_select=a.k_select)
+                     k_select=a.k_select, ram=a.ram)
 
 
 if __name__ == "__main__":
