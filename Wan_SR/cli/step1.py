@@ -54,9 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--lora_draft_path", default="checkpoints/pretrained_models/draft.safetensors",
                    help="PS-SR draft weights (pruned DiT + fc layers)")
     m.add_argument("--ram_path", default="dependent_models/ram_swin_large_14m.pth",
-                   help="RAM Swin-L tagger weights (optional)")
+                   help="RAM Swin-L tagger weights (optional): tags of one frame per clip are "
+                        "appended to the prompt ('<prompt>, <tags>'); absent: the prompt alone")
     m.add_argument("--DAPE_path", default="dependent_models/DAPE.pth",
-                   help="DAPE degradation-aware tagger weights (optional)")
+                   help="DAPE degradation-aware weights for the tagger (optional; absent: RAM "
+                        "alone)")
+    m.add_argument("--no_tags", action="store_true",
+                   help="do not tag: use the prompt alone even when the RAM weights are there")
     m.add_argument("--prompt_cache_dir", default=None,
                    help="where prompt embeddings are cached (default: ~/.cache/ps_sr or "
                         "$PSSR_CACHE_DIR)")
@@ -145,6 +149,7 @@ def validate(parser, args):
 def check_weights(args) -> None:
     """Raise MissingWeightsError listing every missing file (the text encoder only when the
     prompt embeddings are not cached yet)."""
+    from Wan_SR.models.tagger import will_tag
     from Wan_SR.models.text import PromptEncoder
     from Wan_SR.models.wan import require_files, resolve_wan_files
 
@@ -152,7 +157,9 @@ def check_weights(args) -> None:
                               args.tokenizer_path)
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=args.prompt_cache_dir)
     prompts = [args.prompt] + ([args.negative_prompt] if args.cfg_scale != 1.0 else [])
-    need_encoder = not all(enc.cache_path(pr).exists() for pr in prompts)
+    # tagged prompts are only known per clip: tagging needs the encoder
+    need_encoder = will_tag(args.ram_path, not args.no_tags) or not all(
+        enc.cache_path(pr).exists() for pr in prompts)
     require_files(files, args.lora_base_path, args.lora_draft_path, text_encoder=need_encoder)
     return files
 
@@ -181,15 +188,15 @@ def main(argv=None) -> int:
     sampling = options_from_args(SamplingOptions, args)
     torch.manual_seed(sampling.seed)
     device = resolve_device(args.device)
-    # RAM/DAPE tags would be appended per clip (prompt_with_tags); until the tagger exists,
-    # load_tagger says so once and the prompt is used alone.
-    load_tagger(args.ram_path, args.DAPE_path)
+    dtype = parse_dtype(sampling.torch_dtype)
     try:
+        tagger = load_tagger(args.ram_path, args.DAPE_path, enabled=not args.no_tags,
+                             device=device, dtype=dtype)
         pipe = PSSRPipeline.from_files(
             files, args.lora_base_path, args.lora_draft_path, prompt=sampling.prompt,
             negative_prompt=sampling.negative_prompt, config=SamplingConfig.from_options(sampling),
-            device=device, dtype=parse_dtype(sampling.torch_dtype),
-            cache_dir=args.prompt_cache_dir, num_heads=args.num_heads, attention=args.attention)
+            device=device, dtype=dtype, cache_dir=args.prompt_cache_dir,
+            num_heads=args.num_heads, attention=args.attention, tagger=tagger)
         pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last)
         if args.low_memory:
             pipe.enable_low_memory()
@@ -202,7 +209,8 @@ def main(argv=None) -> int:
         fps=parse_fps(out.fps) if out.fps is not None else None, save_quality=out.save_quality,
         skip_existing=out.skip_existing, sort_files=out.sort_files, copy_audio=not args.no_audio,
         windows=options_from_args(WindowOptions, args),
-        fusion=options_from_args(FusionOptions, args), window_space=args.window_space)
+        fusion=options_from_args(FusionOptions, args), window_space=args.window_space,
+        tag_seed=sampling.seed)
     try:
         return restore_folder(pipe, args.input_dir, args.output_dir, opts, inputs=inputs)
     except ValueError as e:

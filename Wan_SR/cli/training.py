@@ -91,6 +91,7 @@ def validate(parser, cfg, trainer: str = "base") -> None:
     """Everything that needs no model: numbers, folders, data, weight files, trackers."""
     from Wan_SR.cli.common import check_writable_dir
     from Wan_SR.data.dataset import DatasetError, VideoDataset, valid_num_frames
+    from Wan_SR.models.tagger import will_tag
     from Wan_SR.models.text import PromptEncoder
     from Wan_SR.models.wan import MissingWeightsError, missing_files, resolve_wan_files
 
@@ -184,7 +185,9 @@ def validate(parser, cfg, trainer: str = "base") -> None:
                               m.tokenizer_path)
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=m.prompt_cache_dir)
     prompts = {r.prompt for r in ds.rows} | ({o.negative_prompt} if trainer == "base" else set())
-    need_t5 = not all(enc.cache_path(pr).exists() for pr in prompts)
+    # tagged prompts are only known per sample: tagging needs the encoder
+    need_t5 = will_tag(m.ram_path, not m.no_tags) or not all(enc.cache_path(pr).exists()
+                                                             for pr in prompts)
     src = "an earlier training run (--output_path)"
     entries = [(files.dit, "Wan2.1 DiT weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
                (files.vae, "Wan2.1 VAE weights", "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
@@ -195,7 +198,8 @@ def validate(parser, cfg, trainer: str = "base") -> None:
                      "train_base.py (its --output_path)"),
                     (cfg.draft.load_model_draft_from, "draft warm start", src)]
     if need_t5:
-        entries += [(files.t5, "umT5 text encoder weights (prompts not cached yet)",
+        entries += [(files.t5, "umT5 text encoder weights (tagged prompts, or prompts not "
+                               "cached yet)",
                      "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B"),
                     (files.tokenizer, "umT5 tokenizer folder",
                      "https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B")]

@@ -614,6 +614,22 @@ class FrameReader:
         self._it.close()
 
 
+
+def read_frame(path: str | os.PathLike, index: int, info: Optional[VideoInfo] = None) -> np.ndarray:
+    """Frame ``index`` as (H, W, 3) uint8, numbered as the streaming reader numbers frames (a
+    video is decoded forward to it; a frame folder reads one file)."""
+    info = info or probe(path)
+    if not 0 <= index < info.num_frames:
+        raise ValueError(f"{info.path}: frame {index} out of range (0..{info.num_frames - 1})")
+    if info.is_folder:
+        return _imread(list_frame_files(info.path)[index])
+    reader = FrameReader(info.path, info=info)
+    try:
+        return reader.get(index, 1)[0]
+    finally:
+        reader.close()
+
+
 _END = object()
 
 

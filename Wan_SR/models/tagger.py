@@ -1,25 +1,105 @@
-"""Seam for the RAM + DAPE image tagger (docs/method.md, "Prompt").
+"""Prompt tags (docs/method.md, "Prompt"): the RAM Swin-L tagger (optionally with DAPE weights)
+names what one frame of the clip shows, and the prompt becomes ``"<prompt>, <tags>"``.
 
-The published pipeline appends tags of one frame to the prompt (``f"{prompt}, {tags}"``). The
-tagger itself is not implemented yet: :func:`load_tagger` says once why the prompt is used alone
-and returns ``None``; a future tagger returns an object with ``tags(frame_uint8) -> str``.
+Shared by step 1 (one LQ frame per clip, RAM + DAPE as published) and both trainers (one HQ
+frame per sample, RAM alone as published; ``--tag_source lq`` tags the degraded frame). The
+frame is chosen by a seeded draw, the tags come in vocabulary order, and a frame with no tag
+leaves the prompt alone (no trailing ``", "``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import time
 from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .wan import DAPE_SOURCE, RAM_SOURCE
 
 log = logging.getLogger(__name__)
 
 
-def load_tagger(ram_path, dape_path):
-    missing = [str(p) for p in (ram_path, dape_path) if not p or not Path(p).exists()]
-    if missing:
-        log.info("RAM/DAPE tagger weights not found (%s): using the prompt alone", ", ".join(missing))
-    else:
-        log.info("RAM/DAPE tagging is not implemented in this version: using the prompt alone")
-    return None
-
-
-def prompt_with_tags(prompt: str, tags: str | None) -> str:
+def prompt_with_tags(prompt: str, tags: Optional[str]) -> str:
     return f"{prompt}, {tags}" if tags else prompt
+
+
+def pick_frame(num_frames: int, generator: Optional[torch.Generator] = None,
+               seed: Optional[int] = None) -> int:
+    """The frame to tag: a uniform draw in ``[0, num_frames)`` from ``generator`` (or a fresh one
+    seeded with ``seed``), as the release's ``torch.randint(0, T)`` but reproducible."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(seed or 0))
+    return int(torch.randint(0, int(num_frames), (1,), generator=generator).item())
+
+
+def will_tag(ram_path, enabled: bool = True) -> bool:
+    """Whether :func:`load_tagger` will return a tagger (tags on and the RAM file there)."""
+    return bool(enabled and ram_path and Path(ram_path).exists())
+
+
+def load_tagger(ram_path, dape_path=None, *, enabled: bool = True, device="cpu",
+                dtype=torch.float32, offload: bool = False) -> Optional["Tagger"]:
+    """The tagger, or None (said once) when tags are off or the RAM file is absent. A missing
+    DAPE file tags with RAM alone (said once)."""
+    if not enabled:
+        log.info("tags off (--no_tags): the prompt is used alone")
+        return None
+    if not ram_path or not Path(ram_path).exists():
+        log.info("RAM tagger weights not found (%s; get ram_swin_large_14m.pth from %s): using "
+                 "the prompt alone", ram_path, RAM_SOURCE)
+        return None
+    if dape_path and not Path(dape_path).exists():
+        log.info("DAPE weights not found (%s; get DAPE.pth from %s): tagging with RAM alone",
+                 dape_path, DAPE_SOURCE)
+        dape_path = None
+    from .ram import load_ram
+
+    device = torch.device(device)
+    if device.type == "cpu":
+        dtype = torch.float32
+    ram = load_ram(ram_path, dape_path, device="cpu" if offload else device, dtype=dtype)
+    log.info("tagging with RAM%s (%s)", " + DAPE" if dape_path else "", Path(ram_path).name)
+    return Tagger(ram, device, offload=offload and device.type == "cuda",
+                  with_dape=bool(dape_path))
+
+
+class Tagger:
+    """``tags(frame) -> "tag, tag, ..."`` on ``device``; with ``offload`` the network waits on the
+    CPU between frames (so it holds no device memory while the DiTs run). ``seconds`` sums the
+    time spent tagging."""
+
+    def __init__(self, ram, device, offload: bool = False, with_dape: bool = False):
+        self.ram, self.device, self.offload = ram, torch.device(device), offload
+        self.with_dape = with_dape
+        self.calls = 0
+        self.seconds = 0.0
+
+    @contextlib.contextmanager
+    def _on_device(self):
+        if self.offload:
+            self.ram.to(self.device)
+        try:
+            yield self.ram
+        finally:
+            if self.offload:
+                self.ram.to("cpu")
+                torch.cuda.empty_cache()
+
+    @torch.no_grad()
+    def tags(self, frame) -> str:
+        """Tags of one frame: (H,W,3) uint8 or (3,H,W) float in [0,1]."""
+        t0 = time.perf_counter()
+        with self._on_device() as ram:
+            if isinstance(frame, torch.Tensor):
+                frame = frame.to(self.device)
+            out = ram.tags(frame)
+        self.calls += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def describe(self) -> dict:
+        """What decides the tags (recorded with a run's settings)."""
+        return {"tagger": "ram+dape" if self.with_dape else "ram",
+                "num_tags": len(self.ram.tag_names)}

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Optional
 
 import torch
 
+from Wan_SR.core.caches import cache_root
 from Wan_SR.core.files import save_safetensors_atomic
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("PSSR_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "ps_sr")
-    return Path(base) / "prompt_embeddings"
+    return cache_root() / "prompt_embeddings"
 
 
 _SAMPLE = 1 << 20
@@ -44,35 +44,45 @@ def file_fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:32]
 
 
-def cache_key(prompt: str, encoder_path: str | os.PathLike) -> str:
-    fp = file_fingerprint(encoder_path)
+def cache_key(prompt: str, encoder_path: str | os.PathLike,
+              fingerprint: Optional[str] = None) -> str:
+    fp = fingerprint or file_fingerprint(encoder_path)
     return hashlib.sha256(f"{prompt}\0{fp}".encode("utf-8")).hexdigest()[:32]
 
 
 class PromptEncoder:
     """``encode(prompt) -> (1, L, D)`` text context, cached on disk.
 
-    The tokenizer and encoder are loaded on the first cache miss only.
+    The tokenizer and encoder are loaded on the first cache miss only. With ``offload`` the
+    encoder is kept on the CPU and visits ``device`` for each encode (low-memory runs with
+    per-clip tagged prompts); ``seconds`` sums the time spent encoding (cache misses).
     """
 
     def __init__(self, t5_path: str | os.PathLike, tokenizer_dir: str | os.PathLike,
                  cache_dir: Optional[str | os.PathLike] = None, device="cpu",
-                 dtype=torch.bfloat16):
+                 dtype=torch.bfloat16, offload: bool = False):
         self.t5_path = Path(t5_path)
         self.tokenizer_dir = Path(tokenizer_dir)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype = torch.device(device), dtype
+        self.offload = offload and self.device.type != "cpu"
         self._prompter = None
+        self._fingerprint: Optional[str] = None
         self.encoder_loads = 0
+        self.encodes = 0
+        self.seconds = 0.0
 
     def cache_path(self, prompt: str) -> Path:
-        return self.cache_dir / f"{cache_key(prompt, self.t5_path)}.safetensors"
+        if self._fingerprint is None:  # the file is read once per encoder, not per prompt
+            self._fingerprint = file_fingerprint(self.t5_path)
+        return self.cache_dir / f"{cache_key(prompt, self.t5_path, self._fingerprint)}.safetensors"
 
     def _load(self):
         from .wan import load_prompter, load_text_encoder
 
         prompter = load_prompter(self.tokenizer_dir)
-        prompter.fetch_models(load_text_encoder(self.t5_path, dtype=self.dtype, device=self.device))
+        where = "cpu" if self.offload else self.device
+        prompter.fetch_models(load_text_encoder(self.t5_path, dtype=self.dtype, device=where))
         self._prompter = prompter
         self.encoder_loads += 1
 
@@ -84,12 +94,32 @@ class PromptEncoder:
             return load_file(str(path))["context"]
         if self._prompter is None:
             self._load()
-        with torch.no_grad():
-            ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
-        ctx = ctx.detach().to("cpu").contiguous()
+        t0 = time.perf_counter()
+        encoder = self._prompter.text_encoder
+        try:
+            if self.offload:
+                encoder.to(self.device)
+            with torch.no_grad():
+                ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
+            ctx = ctx.detach().to("cpu").contiguous()
+        finally:
+            if self.offload:
+                encoder.to("cpu")
+                torch.cuda.empty_cache()
+        self.encodes += 1
+        self.seconds += time.perf_counter() - t0
         save_safetensors_atomic(path, {"context": ctx},
                                 metadata={"prompt": prompt, "encoder": str(self.t5_path.resolve())})
         return ctx
+
+    def use_offload(self) -> None:
+        """From now on keep the encoder on the CPU between encodes."""
+        if self.device.type == "cpu" or self.offload:
+            return
+        self.offload = True
+        if self._prompter is not None:
+            self._prompter.text_encoder.to("cpu")
+            torch.cuda.empty_cache()
 
     def release(self):
         """Free the encoder (after all prompts of a run are encoded)."""

@@ -53,6 +53,7 @@ class RestoreOptions:
     sort_files: bool = _OUT.sort_files
     copy_audio: bool = True
     window_space: str = "pixel"               # "pixel" (published) or "latent" (encode/decode once)
+    tag_seed: int = 0                         # seeds the choice of the frame to tag per clip
 
     def __post_init__(self):
         if self.windows is None:
@@ -112,6 +113,18 @@ def plan_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
     H = info.height if opts.upscale == 1 else int(round(info.height * opts.upscale))
     audio = info.path if (opts.copy_audio and info.has_audio and not info.is_folder) else None
     return VideoJob(info, name, names, outputs, decode, H, W, audio)
+
+
+def tag_clip(pipe, job: VideoJob, opts: RestoreOptions) -> None:
+    """With a tagger: tag one seeded-random frame of the input clip and use the tagged prompt for
+    this clip (docs/method.md, "Prompt"). Once per clip, before any window or tile."""
+    if getattr(pipe, "tagger", None) is None:
+        return
+    from Wan_SR.models.tagger import pick_frame
+
+    index = pick_frame(job.info.num_frames, seed=opts.tag_seed)
+    prompt = pipe.tag_clip(video_io.read_frame(job.info.path, index, info=job.info))
+    log.info("%s: prompt (tags of frame %d): %s", job.name, index, prompt)
 
 
 def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
@@ -199,6 +212,7 @@ def restore_video_pixel(pipe, in_path, output_dir, opts: RestoreOptions, info=No
     job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
     if job is None:
         return {}
+    tag_clip(pipe, job, opts)
     N = job.info.num_frames
     t_win, _, _ = pixel_window_plan(N, job.height, job.width, opts.windows)
     # frames are decoded ahead in a thread; blending and fusion stay on the pipeline's device
@@ -222,7 +236,7 @@ def restore_video_pixel(pipe, in_path, output_dir, opts: RestoreOptions, info=No
 
 def restore(pipe, frames, outputs: Optional[Sequence[str]] = None,
             windows: Optional[WindowOptions] = None, fusion: Optional[FusionOptions] = None,
-            upscale: float = 1.0) -> dict:
+            upscale: float = 1.0, tag_seed: int = 0) -> dict:
     """Restore a whole clip held in memory (the Python API; pixel windows as step 1).
 
     ``frames``: (T, H, W, 3) uint8 array (what :func:`Wan_SR.data.video_io.read_video` returns).
@@ -240,6 +254,10 @@ def restore(pipe, frames, outputs: Optional[Sequence[str]] = None,
     outs = resolve_outputs(outputs, len(names) - 1)
     decode = [b for b in names if b in outs or (FINAL in outs and b in (names[0], names[-1]))]
     N, h, w = frames.shape[:3]
+    if getattr(pipe, "tagger", None) is not None:
+        from Wan_SR.models.tagger import pick_frame
+
+        pipe.tag_clip(frames[pick_frame(N, seed=tag_seed)])
     H, W = (h, w) if upscale == 1 else (int(round(h * upscale)), int(round(w * upscale)))
 
     def get_frames(s, n):
@@ -296,6 +314,7 @@ def restore_video_latent(pipe, in_path, output_dir, opts: RestoreOptions, info=N
     job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
     if job is None:
         return {}
+    tag_clip(pipe, job, opts)
     N = job.info.num_frames
     Tp, Hp, Wp = padded_shape(N, job.height, job.width)
     Tl = (Tp - 1) // 4 + 1
@@ -340,6 +359,8 @@ def restore_settings(pipe, opts: RestoreOptions) -> dict:
         "fusion": dataclasses.asdict(opts.fusion),
         "upscale": opts.upscale, "fps": opts.fps, "save_quality": opts.save_quality,
         "copy_audio": opts.copy_audio, "window_space": opts.window_space,
+        "tags": (dict(pipe.tagger.describe(), frame_seed=opts.tag_seed)
+                 if getattr(pipe, "tagger", None) is not None else None),
     }
 
 
@@ -382,5 +403,18 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
         else:
             summary.skipped.append(name)
             log.info("%s: outputs complete, skipped", name)
+    log_tagging_cost(pipe)
     write_run_config(output_dir, "inference_step_1.py", settings)
     return summary.log()
+
+
+def log_tagging_cost(pipe) -> None:
+    """What per-clip tags cost this run: tagging and the text encodes of new tagged prompts."""
+    tagger, text = getattr(pipe, "tagger", None), getattr(pipe, "text", None)
+    if tagger is None or not tagger.calls:
+        return
+    enc_s = text.seconds if text is not None else 0.0
+    encodes = text.encodes if text is not None else 0
+    log.info("tags: %d clip(s), %.2f s tagging + %.2f s encoding %d new prompt(s) "
+             "(%.2f s per clip)", tagger.calls, tagger.seconds, enc_s, encodes,
+             (tagger.seconds + enc_s) / tagger.calls)

@@ -88,9 +88,14 @@ class PSSRPipeline:
         self.channels_last = False
         self.vae_tiles = None        # (tile, stride) in latent pixels when VAE tiling is on
         self.offload = False         # DiTs live on the CPU and visit the device for their step
+        self.vae_fast = None         # None: the fast VAE path on CUDA (models/vae_fast.py)
         self.encode_calls = 0
         self.decode_calls = 0
         self.prompt: Optional[str] = None  # set by from_files (recorded in run_config.json)
+        # per-clip tags (docs/method.md, "Prompt"): the tagger and the resident text encoder
+        self.base_prompt: Optional[str] = None
+        self.tagger = None
+        self.text = None
 
     def optimize(self, compile: bool = False, channels_last: bool = True,
                  compile_vae: bool = False) -> "PSSRPipeline":
@@ -121,6 +126,12 @@ class PSSRPipeline:
         move to the device only for their step."""
         self.vae_tiles = (tuple(vae_tile), tuple(vae_stride))
         self.offload = offload and self.device.type == "cuda"
+        if self.offload and self.tagger is not None:
+            # per-clip tagging: the tagger and the umT5 encoder wait on the CPU between clips
+            self.tagger.offload = True
+            self.tagger.ram.to("cpu")
+            if self.text is not None:
+                self.text.use_offload()
         if self.offload:
             self.base.to("cpu")
             self.draft.to("cpu")
@@ -149,7 +160,7 @@ class PSSRPipeline:
     def from_files(cls, wan_files, base_path, draft_path, *, prompt: str, negative_prompt: str,
                    config: SamplingConfig, device="cpu", dtype=torch.bfloat16,
                    cache_dir: Optional[str] = None, num_heads: Optional[int] = None,
-                   attention: str = "auto"):
+                   attention: str = "auto", tagger=None):
         from ..models.draft import load_draft
         from ..models.lora import load_base_checkpoint
         from ..models.text import PromptEncoder
@@ -162,7 +173,8 @@ class PSSRPipeline:
         negative = enc.encode(negative_prompt) if config.cfg_scale != 1.0 else None
         if enc.encoder_loads:
             log.info("prompt embedding computed and cached")
-        enc.release()
+        if tagger is None:
+            enc.release()
         base = load_dit(wan_files.dit, dtype=dtype, device=device, num_heads=num_heads)
         load_base_checkpoint(base, base_path)
         base.to(dtype=dtype, device=device)
@@ -172,8 +184,23 @@ class PSSRPipeline:
         vae = load_vae(wan_files.vae, dtype=dtype, device=device)
         pipe = cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
                    attention=attention)
-        pipe.prompt = prompt
+        pipe.prompt = pipe.base_prompt = prompt
+        if tagger is not None:  # tagged prompts are encoded per clip: keep the encoder
+            pipe.tagger, pipe.text = tagger, enc
         return pipe
+
+    def tag_clip(self, frame) -> str:
+        """Tag one frame of the next clip and use ``"<prompt>, <tags>"`` for it (its embedding from
+        the prompt cache, or encoded once). No-op without a tagger. Returns the prompt used."""
+        from ..models.tagger import prompt_with_tags
+
+        if self.tagger is None:
+            return self.prompt
+        prompt = prompt_with_tags(self.base_prompt, self.tagger.tags(frame))
+        if prompt != self.prompt:
+            self.context = self.text.encode(prompt).to(self.device, self.dtype)
+            self.prompt = prompt
+        return prompt
 
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -186,7 +213,7 @@ class PSSRPipeline:
             tile, stride = self.vae_tiles
             return self.vae.encode(x, self.device, tiled=True, tile_size=tile,
                                    tile_stride=stride).to(self.device, self.dtype)
-        return vae_encode(self.vae, self._memory_format(x)).contiguous()
+        return vae_encode(self.vae, self._memory_format(x), fast=self.vae_fast).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
@@ -198,7 +225,8 @@ class PSSRPipeline:
             y = self.vae.decode(latents.to(self.dtype), self.device, tiled=True, tile_size=tile,
                                 tile_stride=stride)[0].to(self.device).permute(1, 0, 2, 3).float()
             return (y + 1) / 2
-        y = vae_decode(self.vae, self._memory_format(latents))[0].permute(1, 0, 2, 3).float()
+        y = vae_decode(self.vae, self._memory_format(latents),
+                       fast=self.vae_fast)[0].permute(1, 0, 2, 3).float()
         return (y + 1) / 2
 
     def sample_latents(self, z_l: torch.Tensor, num_draft_steps: Optional[int] = None) -> list:

@@ -95,13 +95,17 @@ class LossHistory:
 
 class ContextBank:
     """Prompt -> text context, from the on-disk prompt cache. The main process encodes the
-    prompts not cached yet (loading the umT5 encoder once, then freeing it) before training."""
+    prompts not cached yet (loading the umT5 encoder once, then freeing it) before training.
+    With ``resident`` (tagged prompts, known only per sample) the encoder stays loaded and
+    every process encodes its new prompts as they come (``offload``: kept on the CPU)."""
 
-    def __init__(self, files, cache_dir, device, dtype):
+    def __init__(self, files, cache_dir, device, dtype, resident: bool = False,
+                 offload: bool = False):
         from Wan_SR.models.text import PromptEncoder
 
-        self.enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=cache_dir, device=device)
-        self.device, self.dtype = device, dtype
+        self.enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=cache_dir, device=device,
+                                 offload=offload)
+        self.device, self.dtype, self.resident = device, dtype, resident
         self._mem: dict = {}
 
     def fill(self, prompts, is_main: bool) -> int:
@@ -110,7 +114,8 @@ class ContextBank:
             log.info("encoding %d prompt(s) not in the prompt cache yet", len(missing))
             for p in missing:
                 self.enc.encode(p)
-            self.enc.release()
+            if not self.resident:
+                self.enc.release()
         return len(missing)
 
     def get(self, prompts) -> torch.Tensor:
@@ -180,10 +185,16 @@ class Session:
         self.skips = SkipReport()
         self.files = resolve_wan_files(m.wan_model_dir, m.dit_path, m.vae_path, m.umt5_path,
                                        m.tokenizer_path)
-        self.contexts = ContextBank(self.files, m.prompt_cache_dir, self.dev, self.dtype)
-        with self.acc.main_process_first():
-            self.contexts.fill([r.prompt for r in self.dataset.rows] + list(extra_prompts),
-                               self.acc.is_main_process)
+        from Wan_SR.models.tagger import load_tagger
+
+        self.tagger = load_tagger(m.ram_path, m.DAPE_path, enabled=not m.no_tags,
+                                  device=self.dev, dtype=self.dtype, offload=m.low_memory)
+        self.tag_source = m.tag_source
+        self.contexts = ContextBank(self.files, m.prompt_cache_dir, self.dev, self.dtype,
+                                    resident=self.tagger is not None, offload=m.low_memory)
+        with self.acc.main_process_first():  # tagged prompts are encoded as they come
+            rows = [] if self.tagger is not None else [r.prompt for r in self.dataset.rows]
+            self.contexts.fill(rows + list(extra_prompts), self.acc.is_main_process)
         self.timeline = FlowTimeline()
         self.vae = load_vae(self.files.vae, dtype=self.dtype, device=self.dev).requires_grad_(False)
         self.state = {"step": 0, "nan_skipped": 0, "samples_skipped": 0}
@@ -213,7 +224,19 @@ class Session:
         hq = as_video(hq01).to(self.dtype)
         z_h = vae_encode(self.vae, hq)
         z_l = vae_encode(self.vae, as_video(lq01).to(self.dtype))
-        return hq, z_h, z_l, self.contexts.get(batch["prompt"])
+        prompts = self.tagged_prompts(batch["prompt"], hq01 if self.tag_source == "hq" else lq01,
+                                      g)
+        return hq, z_h, z_l, self.contexts.get(prompts)
+
+    def tagged_prompts(self, prompts, clips: torch.Tensor, g: torch.Generator) -> list:
+        """``"<prompt>, <tags>"`` per sample, the tags of one frame drawn from ``g`` of its clip
+        (B,T,3,H,W) in [0,1]; the prompts alone without a tagger."""
+        if self.tagger is None:
+            return list(prompts)
+        from Wan_SR.models.tagger import pick_frame, prompt_with_tags
+
+        return [prompt_with_tags(p, self.tagger.tags(clips[b, pick_frame(clips.shape[1], g)]))
+                for b, p in enumerate(prompts)]
 
     def any_process(self, flag: bool) -> bool:
         if self.acc.num_processes == 1:
@@ -311,6 +334,10 @@ class Session:
             log.warning("%d update(s) skipped for non-finite losses", self.state["nan_skipped"])
         if self.skips.count:
             log.warning("%s", self.skips.summary())
+        if self.tagger is not None and self.tagger.calls:
+            enc = self.contexts.enc
+            log.info("tags: %d sample(s), %.2f s tagging + %.2f s encoding %d new prompt(s)",
+                     self.tagger.calls, self.tagger.seconds, enc.seconds, enc.encodes)
         return {"step": step, "nan_skipped": self.state["nan_skipped"], "last": last,
                 "output": str(self.output), "accelerator": acc}
 

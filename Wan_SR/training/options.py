@@ -35,11 +35,22 @@ class ModelOptions:
                              "folder with the official Wan2.1-T2V-1.3B files")
     dit_path: Optional[str] = opt(None, "override: the DiT file")
     vae_path: Optional[str] = opt(None, "override: the VAE file")
-    umt5_path: Optional[str] = opt(None, "override: the text encoder file (only for prompts not "
-                                         "in the prompt cache yet)")
+    umt5_path: Optional[str] = opt(None, "override: the text encoder file (for prompts not in "
+                                         "the prompt cache yet, and for tagged prompts)")
     tokenizer_path: Optional[str] = opt(None, "override: the umT5 tokenizer folder")
     prompt_cache_dir: Optional[str] = opt(None, "prompt embedding cache (default ~/.cache/ps_sr)")
     num_heads: Optional[int] = opt(None, "DiT attention heads when the file does not say")
+    ram_path: Optional[str] = opt("dependent_models/ram_swin_large_14m.pth",
+                                  "RAM Swin-L tagger: tags of one frame per sample are appended to "
+                                  "its prompt ('<prompt>, <tags>'), as published; absent: the "
+                                  "prompt alone")
+    DAPE_path: Optional[str] = opt(None, "DAPE weights for the tagger (the release trains with "
+                                         "RAM alone; inference uses DAPE)")
+    tag_source: str = opt("hq", "the frame that is tagged: hq (the release) or lq (the degraded "
+                                "clip, what inference sees)", choices=("hq", "lq"))
+    no_tags: bool = opt(False, "do not tag: the prompts alone")
+    low_memory: bool = opt(False, "with tags: keep the tagger and the umT5 encoder on the CPU "
+                                  "between uses (they visit the GPU per sample)")
     lora_rank: int = opt(32, "LoRA rank (alpha = rank)")
     lora_target_modules: str = opt("q,k,v,o,ffn.0,ffn.2", "layers of every block that get LoRA")
     load_model_base_from: Optional[str] = opt(None, "warm start: a base checkpoint "
