@@ -105,6 +105,7 @@ def light_diffsynth():
     for name, path in (("diffsynth", root), ("diffsynth.models", os.path.join(root, "models"))):
         mod = types.ModuleType(name)
         mod.__path__ = [path]
+        mod.__file__ = os.path.join(path, "__init__.py")
         sys.modules[name] = mod
 
 

@@ -92,9 +92,11 @@ def add_log_args(p: argparse.ArgumentParser) -> None:
 
 
 def setup_from_args(args) -> None:
+    from Wan_SR.core.caches import configure_compile_caches
     from Wan_SR.core.log import setup_logging
 
     setup_logging(args.log_level, progress=not args.no_progress)
+    configure_compile_caches()
 
 
 # ------------------------------------------------------------------ checks before any model loads

@@ -11,19 +11,11 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
+from .vae_fast import latent_scale
+
 
 def vae_dtype(vae) -> torch.dtype:
     return next(vae.parameters()).dtype
-
-
-def _scale(vae, like: torch.Tensor):
-    """(mean, 1/std) broadcastable over (B, C, T, H, W), as ``VideoVAE_.encode/decode`` use them."""
-    scale, z_dim = vae.scale, vae.model.z_dim
-    if isinstance(scale[0], torch.Tensor):
-        mean, inv_std = (s.to(dtype=like.dtype, device=like.device) for s in scale)
-        return mean.view(1, z_dim, 1, 1, 1), inv_std.view(1, z_dim, 1, 1, 1)
-    scale = scale.to(dtype=like.dtype, device=like.device)
-    return scale[0], scale[1]
 
 
 def _new_cache(module) -> list:
@@ -36,6 +28,33 @@ def _same(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _encoder_stepper(vae, device: torch.device) -> Callable:
+    """One chunk through the encoder with one causal cache: the fast path on CUDA
+    (:mod:`Wan_SR.models.vae_fast`), diffsynth's forward elsewhere."""
+    from .wan import use_fast_vae
+
+    if use_fast_vae(vae, torch.empty(0, device=device)):
+        from .vae_fast import State, encoder_step
+
+        state = State()
+        return lambda x: encoder_step(state, vae.model.encoder, x)
+    cache = _new_cache(vae.model.encoder)
+    return lambda x: vae.model.encoder(x, feat_cache=cache, feat_idx=[0])
+
+
+def _decoder_stepper(vae, like: torch.Tensor) -> Callable:
+    """One latent frame through the decoder with one causal cache (as :func:`_encoder_stepper`)."""
+    from .wan import use_fast_vae
+
+    if use_fast_vae(vae, like):
+        from .vae_fast import State, decoder_step
+
+        state = State()
+        return lambda x: decoder_step(state, vae.model.decoder, x)
+    cache = _new_cache(vae.model.decoder)
+    return lambda x: vae.model.decoder(x, feat_cache=cache, feat_idx=[0])
+
+
 @torch.no_grad()
 def encode_chunks(vae, chunks: Iterable[torch.Tensor], *, device, dtype,
                   memory_format: Optional[Callable] = None) -> torch.Tensor:
@@ -44,13 +63,13 @@ def encode_chunks(vae, chunks: Iterable[torch.Tensor], *, device, dtype,
     latents (1,16,T',H/8,W/8)."""
     fmt = memory_format or _same
     model, wdtype = vae.model, vae_dtype(vae)
-    cache, outs = _new_cache(model.encoder), []
+    step, outs = _encoder_stepper(vae, torch.device(device)), []
     for chunk in chunks:
         x = (chunk.to(device, dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
-        outs.append(model.encoder(fmt(x).to(wdtype), feat_cache=cache, feat_idx=[0]))
-    del cache
+        outs.append(step(fmt(x).to(wdtype)))
+    del step
     mu, _log_var = model.conv1(torch.cat(outs, 2)).chunk(2, dim=1)
-    mean, inv_std = _scale(vae, mu)
+    mean, inv_std = latent_scale(vae, mu)
     return ((mu - mean) * inv_std).contiguous()
 
 
@@ -64,20 +83,19 @@ class StreamDecoder:
                  memory_format: Optional[Callable] = None):
         model = vae.model
         z = (memory_format or _same)(latents.to(device, vae_dtype(vae)))
-        mean, inv_std = _scale(vae, z)
-        self.decoder = model.decoder
+        mean, inv_std = latent_scale(vae, z)
         self.x = model.conv2(z / inv_std + mean)
-        self.cache = _new_cache(model.decoder)
+        self.step = _decoder_stepper(vae, z)
         self.length, self.i = z.shape[2], 0
 
     @torch.no_grad()
     def next(self) -> torch.Tensor:
         if self.i >= self.length:
             raise RuntimeError("StreamDecoder: every latent frame is already decoded")
-        y = self.decoder(self.x[:, :, self.i:self.i + 1], feat_cache=self.cache, feat_idx=[0])
+        y = self.step(self.x[:, :, self.i:self.i + 1])
         self.i += 1
         if self.i == self.length:
-            self.cache = None
+            self.step = None
         return (y.clamp_(-1, 1)[0].permute(1, 0, 2, 3).float() + 1) / 2
 
 

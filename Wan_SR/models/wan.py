@@ -205,14 +205,42 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
     return vae.to(dtype=dtype, device=device).eval().requires_grad_(False)
 
 
-def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
-    """(B,3,T,H,W) in [-1,1] -> (B,16,(T-1)//4+1,H/8,W/8), on the video's device (no host copy)."""
-    return vae.model.encode(video.to(next(vae.parameters()).dtype), vae.scale)
+def use_fast_vae(vae, x: torch.Tensor, fast: Optional[bool] = None) -> bool:
+    """``fast`` None: the fast path (:mod:`Wan_SR.models.vae_fast`) on CUDA, the reference
+    (diffsynth's own forward) elsewhere; ``PSSR_VAE=reference`` forces the reference. The fast
+    path has no backward: a call that needs gradients (the trainers' pixel losses) always takes
+    the reference."""
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad
+                                                           for p in vae.parameters())):
+        return False
+    if fast is None:
+        fast = x.is_cuda and os.environ.get("PSSR_VAE", "fast") != "reference"
+    if fast:
+        from .vae_fast import supported
+
+        fast = supported(vae)
+    return bool(fast)
 
 
-def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> (B,3,T,H,W) video in [-1,1]."""
-    return vae.model.decode(latents.to(next(vae.parameters()).dtype), vae.scale).clamp_(-1, 1)
+def vae_encode(vae, video: torch.Tensor, fast: Optional[bool] = None) -> torch.Tensor:
+    """(B,3,T,H,W) in [-1,1] -> (B,16,(T-1)//4+1,H/8,W/8), on the video's device (no host copy).
+    ``fast``: see :func:`use_fast_vae` (same values within bf16 rounding)."""
+    video = video.to(next(vae.parameters()).dtype)
+    if use_fast_vae(vae, video, fast):
+        from .vae_fast import encode
+
+        return encode(vae, video)
+    return vae.model.encode(video, vae.scale)
+
+
+def vae_decode(vae, latents: torch.Tensor, fast: Optional[bool] = None) -> torch.Tensor:
+    """Latents -> (B,3,T,H,W) video in [-1,1]. ``fast``: see :func:`use_fast_vae`."""
+    latents = latents.to(next(vae.parameters()).dtype)
+    if use_fast_vae(vae, latents, fast):
+        from .vae_fast import decode
+
+        return decode(vae, latents).clamp_(-1, 1)
+    return vae.model.decode(latents, vae.scale).clamp_(-1, 1)
 
 
 # --------------------------------------------------------------------------- text encoder
