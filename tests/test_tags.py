@@ -134,18 +134,23 @@ def test_step1_no_tags_uses_the_prompt_alone(tiny_paths, tiny_root, tmp_path, fo
     assert forced == [] and encoded == [DEFAULT_PROMPT]
 
 
-def test_pipeline_context_is_the_tagged_prompts_embedding(tiny_paths, tiny_root, tmp_path,
-                                                          forced, names):
+def tagged_pipe(tiny_paths, tiny_root, tmp_path):
     from Wan_SR.models.wan import resolve_wan_files
-    from Wan_SR.runs.step1 import restore
     from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig
 
     ram, dape = ram_files(tiny_root)
-    pipe = PSSRPipeline.from_files(
+    return PSSRPipeline.from_files(
         resolve_wan_files(str(tiny_paths["wan_dir"])), tiny_paths["base"], tiny_paths["draft"],
         prompt="p", negative_prompt="n", config=SamplingConfig(timestep_draft_list=(599.0,)),
         device="cpu", dtype=torch.float32, cache_dir=str(tmp_path / "pc"),
         tagger=load_tagger(ram, dape))
+
+
+def test_pipeline_context_is_the_tagged_prompts_embedding(tiny_paths, tiny_root, tmp_path,
+                                                          forced, names):
+    from Wan_SR.runs.step1 import restore
+
+    pipe = tagged_pipe(tiny_paths, tiny_root, tmp_path)
     frames = make_clip(tmp_path / "c.mp4", 5)
     out = restore(pipe, frames, outputs=["base"], tag_seed=3)
     assert out["base"].shape == frames.shape
@@ -153,6 +158,24 @@ def test_pipeline_context_is_the_tagged_prompts_embedding(tiny_paths, tiny_root,
     assert pipe.prompt == want
     assert torch.equal(pipe.context, pipe.text.encode(want).to(pipe.context.dtype))
     assert np.array_equal(forced[0], frames[pick_frame(5, seed=3)])
+
+
+def test_a_video_split_across_processes_is_tagged_once(tiny_paths, tiny_root, tmp_path,
+                                                       forced, names):
+    """The path every process takes for one long video (here one process): tagged once, by the
+    main process, before the windows are shared out."""
+    from Wan_SR.core.options import WindowOptions
+    from Wan_SR.runs import step1
+
+    pipe = tagged_pipe(tiny_paths, tiny_root, tmp_path)
+    frames = make_clip(tmp_path / "a.mp4", 9, h=32, w=32)
+    opts = step1.RestoreOptions(outputs=["base"], tag_seed=5, windows=WindowOptions(
+        window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32, overlap_w=16))
+    out, made = step1.restore_video_split(pipe, tmp_path / "a.mp4", tmp_path / "out", opts,
+                                          video_io.probe(tmp_path / "a.mp4"), True, "a")
+    assert made == 9 and list(out) == ["base"]
+    assert len(forced) == 1 and np.array_equal(forced[0], frames[pick_frame(9, seed=5)])
+    assert pipe.prompt == "p, " + ", ".join(names[i] for i in ON)
 
 
 def test_training_tags_one_frame_per_sample_from_the_step_generator():

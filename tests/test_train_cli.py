@@ -39,7 +39,7 @@ def test_help_lists_every_option():
     r = subprocess.run([sys.executable, str(ROOT / "train_base.py"), "--help"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    listed = set(re.findall(r"--[a-z0-9_]+", r.stdout))
+    listed = set(re.findall(r"--[A-Za-z0-9_]+", r.stdout))
     fields = {f"--{f.name}" for cls in _option_classes() for f in dataclasses.fields(cls)}
     assert fields - listed == set(), f"options missing from --help: {sorted(fields - listed)}"
     assert "--checkpointing_steps" in listed and "--lpips_weights" in listed

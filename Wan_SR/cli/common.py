@@ -119,7 +119,8 @@ def check_writable_dir(parser, path, flag: str) -> Path:
         parser.error(f"{flag} {p}: cannot create the folder ({e.strerror or e})")
     if not p.is_dir():
         parser.error(f"{flag} {p}: not a folder")
-    probe = p / f".pssr_write_test.{os.getpid()}"
+    # pid and rank: processes of several machines may check one shared folder at once
+    probe = p / f".pssr_write_test.{os.getpid()}.{os.environ.get('RANK', '0')}"
     try:
         probe.write_bytes(b"")
         probe.unlink()

@@ -62,9 +62,11 @@ def main(argv=None) -> int:
     out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
     check_writable_dir(parser, out, "--out")
     check_device(parser, args.device)
+    from Wan_SR.core.distributed import exit_status, init as init_processes
     from Wan_SR.runs.evaluate import main as run
 
-    return run(args)
+    init_processes()
+    return exit_status(run(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, SamplingOptions,
-                                 WindowOptions, branch_names, parse_fps)
+                                 SplitOptions, WindowOptions, branch_names, parse_fps)
 from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
                      check_input_dir, check_writable_dir, options_from_args, same_folder,
                      setup_from_args)
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p.add_argument_group("sliding windows"), WindowOptions)
     add_options(p.add_argument_group("frequency-domain update (with --final or --outputs final)"),
                 FusionOptions)
+    add_options(p.add_argument_group("several processes (torchrun / accelerate launch)"),
+                SplitOptions)
     sp = p.add_argument_group("device and speed")
     add_device_arg(sp)
     sp.add_argument("--attention", default="auto",
@@ -174,6 +176,7 @@ def main(argv=None) -> int:
     import torch
 
     from Wan_SR.core.devices import parse_dtype, resolve_device
+    from Wan_SR.core.distributed import exit_status, init as init_processes
     from Wan_SR.models.tagger import load_tagger
     from Wan_SR.models.wan import MissingWeightsError
     from Wan_SR.runs.step1 import RestoreOptions, restore_folder
@@ -187,6 +190,7 @@ def main(argv=None) -> int:
         return 2
     sampling = options_from_args(SamplingOptions, args)
     torch.manual_seed(sampling.seed)
+    init_processes()
     device = resolve_device(args.device)
     dtype = parse_dtype(sampling.torch_dtype)
     try:
@@ -210,9 +214,10 @@ def main(argv=None) -> int:
         skip_existing=out.skip_existing, sort_files=out.sort_files, copy_audio=not args.no_audio,
         windows=options_from_args(WindowOptions, args),
         fusion=options_from_args(FusionOptions, args), window_space=args.window_space,
-        tag_seed=sampling.seed)
+        tag_seed=sampling.seed, split=args.split)
     try:
-        return restore_folder(pipe, args.input_dir, args.output_dir, opts, inputs=inputs)
+        return exit_status(restore_folder(pipe, args.input_dir, args.output_dir, opts,
+                                          inputs=inputs))
     except ValueError as e:
         log.error("%s", e)
         return 2

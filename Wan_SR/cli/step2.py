@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from Wan_SR.core.options import FusionOptions, OutputOptions, parse_fps, step2_windows, WindowOptions
+from Wan_SR.core.options import (FusionOptions, OutputOptions, SplitOptions, WindowOptions,
+                                 parse_fps, step2_windows)
 from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
                      check_input_dir, check_writable_dir, options_from_args, same_folder,
                      setup_from_args)
@@ -42,12 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(p.add_argument_group("frequency-domain update"), FusionOptions)
     add_options(p.add_argument_group("windows (they bound memory; fusion is per frame)"),
                 WindowOptions, defaults=step2_windows())
+    add_options(p.add_argument_group("several processes (torchrun / accelerate launch)"),
+                SplitOptions)
     add_device_arg(p)
     add_log_args(p)
     return p
 
 
 def main(argv=None) -> int:
+    from Wan_SR.core.distributed import exit_status, init as init_processes
     from Wan_SR.runs.step2 import Step2Options, run_step2
 
     parser = build_parser()
@@ -71,8 +75,9 @@ def main(argv=None) -> int:
     opts = Step2Options(windows=windows, fusion=fusion, device=args.device,
                         fps=parse_fps(out.fps) if out.fps is not None else None,
                         sort_files=out.sort_files, skip_existing=out.skip_existing,
-                        save_quality=out.save_quality)
-    return run_step2(args.consistent_dir, args.sharp_dir, args.output_dir, opts)
+                        save_quality=out.save_quality, split=args.split)
+    init_processes()
+    return exit_status(run_step2(args.consistent_dir, args.sharp_dir, args.output_dir, opts))
 
 
 if __name__ == "__main__":

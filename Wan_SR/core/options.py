@@ -146,6 +146,18 @@ class OutputOptions:
             parse_fps(self.fps)
 
 
+@dataclass
+class SplitOptions:
+    """How several processes share the work (torchrun / accelerate launch; docs/method.md,
+    "Several processes"). One process ignores it."""
+    split: str = opt("auto", "videos: each video whole on one process, balanced by frames x "
+                             "pixels; windows: every video's temporal windows split over all "
+                             "processes (one writer, the same frames); auto: windows for a video "
+                             "larger than an equal share of the work (so for every video when "
+                             "there are fewer videos than processes), videos for the rest",
+                     choices=("auto", "videos", "windows"))
+
+
 def parse_fps(text) -> float:
     """'25', '29.97' or '30000/1001' -> a positive float (ValueError otherwise)."""
     from fractions import Fraction

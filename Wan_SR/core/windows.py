@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -166,3 +167,33 @@ def iter_windows(length: int, window: int, overlap: int) -> Iterator[tuple[int, 
     count = min(window, length)
     for s in window_starts(length, count, overlap):
         yield s, count
+
+
+def new_frame_ranges(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """``[a, b)`` of the frames each temporal window adds to those of the windows before it
+    (windows that add none are left out): consecutive, covering ``[0, length)`` once."""
+    ranges, done = [], 0
+    for start, count in iter_windows(length, window, overlap):
+        if start + count > done:
+            ranges.append((done, start + count))
+            done = start + count
+    return ranges
+
+
+def first_window_touching(starts: list[int], window: int, frame: int) -> int:
+    """Index of the first window (of length ``window`` at ``starts``) that reaches ``frame``."""
+    return next(k for k, s in enumerate(starts) if s + window > frame)
+
+
+def split_parts(n: int, min_parts: int, max_per_part: int) -> list[tuple[int, int]]:
+    """Cut ``n`` items (windows) into contiguous parts ``[a, b)``: at least ``min_parts`` (one per
+    process), at most ``max_per_part`` items each, a whole multiple of ``min_parts`` so every
+    round of parts keeps every process busy, never more parts than items. Sizes differ by one at
+    most, the larger ones first (the later parts also restore the windows before their seam)."""
+    if n <= 0:
+        return []
+    k = max(min_parts, -(-n // max(1, max_per_part)))
+    k = min(n, -(-k // min_parts) * min_parts)
+    q, extra = divmod(n, k)
+    bounds = list(itertools.accumulate([q + 1] * extra + [q] * (k - extra), initial=0))
+    return list(zip(bounds[:-1], bounds[1:]))

@@ -62,25 +62,49 @@ def _jsonable(obj):
 
 
 class Summary:
-    """Counts of one run, logged at the end: processed / skipped / failed, with reasons."""
+    """Counts of one run, logged at the end: processed / skipped / failed, with reasons, and the
+    frames made with the seconds spent making them. ``problems``: inputs left out for a
+    problem (step 2: no partner, sizes differ), which also make the exit status 1."""
 
-    def __init__(self, what: str):
-        self.what = what
+    def __init__(self, what: str, quiet: bool = False):
+        self.what, self.quiet = what, quiet  # quiet: failures are not logged (reported elsewhere)
         self.done: list[str] = []
         self.skipped: list[str] = []
         self.failed: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.frames = 0
+        self.seconds = 0.0
 
     def fail(self, name: str, reason) -> None:
         self.failed[name] = str(reason)
-        log.error("%s: %s", name, reason)
+        if not self.quiet:
+            log.error("%s: %s", name, reason)
+
+    def made(self, frames: int, seconds: float) -> None:
+        self.frames += frames
+        self.seconds += seconds
+
+    def speed(self) -> str:
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        return f"{self.frames} frames in {self.seconds:.1f} s ({fps:.2f} frames/s)"
+
+    def merge(self, other: "Summary") -> None:
+        """Add another process's counts."""
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+        self.problems += other.problems
+        self.made(other.frames, other.seconds)
 
     def log(self) -> int:
-        """Log the summary; returns the exit status (1 when anything failed)."""
+        """Log the summary; returns the exit status (1 when anything failed or had a problem)."""
         log.info("%s: %d done, %d skipped (complete), %d failed", self.what, len(self.done),
                  len(self.skipped), len(self.failed))
         for name, reason in self.failed.items():
             log.warning("failed: %s (%s)", name, reason)
-        return 1 if self.failed else 0
+        if self.problems:
+            log.warning("%s: %d input(s) skipped for a problem", self.what, len(self.problems))
+        return 1 if self.failed or self.problems else 0
 
 
 def output_names(inputs) -> dict:

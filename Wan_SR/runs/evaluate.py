@@ -21,11 +21,13 @@ from typing import Optional, Sequence
 import numpy as np
 
 from Wan_SR.core.devices import resolve_device
+from Wan_SR.core.distributed import all_gather, current
 from Wan_SR.core.files import write_json_atomic
 from Wan_SR.core.log import progress as progress_bar
-from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, stem
+from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, probe, stem
 from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EWARP, EvalError, build_metrics,
                                   finite_or_none, parse_metric_names, score_pair)
+from .parallel import pixel_frames, share_work
 
 log = logging.getLogger(__name__)
 
@@ -130,27 +132,47 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     batch = batch_size if batch_mode else 1
     chunk = max(batch, DEFAULT_CHUNK) if batch_mode else DEFAULT_CHUNK
 
-    per_sample: dict[str, dict] = {}
     t0 = time.time()
-    bar = progress_bar(pairs, desc="samples", unit="video", leave=True, enabled=progress)
+    # several processes: each scores its share (balanced by frames x pixels), then every
+    # process gets every score; merged in the order of ``pairs`` as one process scores them
+    share = share_work(pairs, lambda pair: probe(pair[1]), pixel_frames, split="videos")
+    scored: dict[str, tuple] = {}  # name -> (scores or None, error or None, notices)
+    bar = progress_bar(share.alone, desc="samples", unit="video", leave=True, enabled=progress)
     fbar = progress_bar(total=0, desc="frames", unit="frame", position=1, enabled=progress)
     try:
         for name, pp, gp in bar:
             bar.set_postfix_str(name)
+            notices: list[str] = []
+
+            def notice(msg, _n=name, _notices=notices):
+                _notices.append(msg)
+                log.info("%s: %s", _n, msg)
+
             try:
                 scores = score_pair(pp, gp, built, want_ewarp, crop=crop, is_center=is_center,
-                                    batch=batch, chunk=chunk, device=device,
-                                    notice=lambda m, _n=name: say(_n, m), frame_bar=fbar)
-                per_sample[name] = {k: scores[k] for k in names}
+                                    batch=batch, chunk=chunk, device=device, notice=notice,
+                                    frame_bar=fbar)
+                scored[name] = ({k: scores[k] for k in names}, None, notices)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # reported by name; the other samples are still scored
                 msg = f"{type(e).__name__}: {e}"
-                errors[name] = msg
+                scored[name] = (None, msg, notices)
                 log.error("%s: %s", name, msg)
     finally:
         fbar.close()
         bar.close()
+    for part in all_gather(scored):
+        scored.update(part)
+    per_sample: dict[str, dict] = {}
+    for name, _, _ in pairs:
+        scores, error, notices = scored[name]
+        if notices:
+            notes.setdefault(name, []).extend(notices)
+        if error is not None:
+            errors[name] = error
+        else:
+            per_sample[name] = scores
 
     average = {}
     for k in names:
@@ -193,7 +215,7 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
         "notes": notes,
         "errors": errors,
     }
-    if write_json:
+    if write_json and current().is_main:
         path = output_path(out_dir, names)
         write_json_atomic(path, result)
         log.info("wrote %s", path)
@@ -214,6 +236,8 @@ def main(args) -> int:
     except (EvalError, MissingWeightsError, VideoError, ValueError) as e:
         log.error("%s", e)
         return 2
+    if not current().is_main:  # the main process prints and logs the result
+        return 1 if res["errors"] else 0
     for k, v in res["average"].items():
         print(f"{k}: {v}")
     if res["errors"]:

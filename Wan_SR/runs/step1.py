@@ -24,8 +24,10 @@ from typing import Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from Wan_SR.core.distributed import current, items_per_part, on_main, ordered_parts
 from Wan_SR.core.log import progress
 from Wan_SR.core.options import FINAL, FusionOptions, OutputOptions, WindowOptions, branch_names
+from Wan_SR.core.windows import first_window_touching, split_parts
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
 from Wan_SR.sampling.clip import iter_pixel_windows, pixel_window_plan
@@ -34,6 +36,7 @@ from Wan_SR.sampling.latent_windows import (decode_streamed, encode_streamed, la
 from Wan_SR.sampling.pipeline import pad_frames, padded_shape
 from .common import (Summary, clean_stale_partials, output_names, same_settings,
                      write_run_config)
+from .parallel import finish, pixel_frames, share_work
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class RestoreOptions:
     copy_audio: bool = True
     window_space: str = "pixel"               # "pixel" (published) or "latent" (encode/decode once)
     tag_seed: int = 0                         # seeds the choice of the frame to tag per clip
+    split: str = "auto"                       # several processes: "auto", "videos" or "windows"
 
     def __post_init__(self):
         if self.windows is None:
@@ -123,8 +127,18 @@ def tag_clip(pipe, job: VideoJob, opts: RestoreOptions) -> None:
     from Wan_SR.models.tagger import pick_frame
 
     index = pick_frame(job.info.num_frames, seed=opts.tag_seed)
-    prompt = pipe.tag_clip(video_io.read_frame(job.info.path, index, info=job.info))
+    prompt = pipe.tagged_prompt(video_io.read_frame(job.info.path, index, info=job.info))
+    pipe.use_prompt(prompt)
     log.info("%s: prompt (tags of frame %d): %s", job.name, index, prompt)
+
+
+def tag_clip_everywhere(pipe, job: VideoJob, opts: RestoreOptions) -> None:
+    """:func:`tag_clip` for a video every process works on: the main process tags (and encodes
+    into the prompt cache), the others use the same prompt."""
+    if getattr(pipe, "tagger", None) is None:
+        return
+    prompt = on_main(lambda: (tag_clip(pipe, job, opts), pipe.prompt)[1], share=True)
+    pipe.use_prompt(prompt)
 
 
 def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
@@ -172,17 +186,24 @@ def resize_frames(frames: torch.Tensor, job: VideoJob) -> torch.Tensor:
     return frames
 
 
-def write_outputs(writers: dict, done: dict, job: VideoJob, opts: RestoreOptions, device) -> None:
-    """Write finished frames ``done`` = {branch: (n,3,H,W) in [0,1]}: every branch that is an
-    output, and 'final' (fusion of base and the last draft branch) when both are in ``done``."""
-    for b, frames in done.items():
-        if b in writers:
-            writers[b].write(video_io.tensor_to_frames(frames))
+def output_frames(done: dict, job: VideoJob, opts: RestoreOptions, device) -> dict:
+    """{output: (n,H,W,3) uint8} of finished frames ``done`` = {branch: (n,3,H,W) in [0,1]}:
+    every branch that is an output, and 'final' (fusion of base and the last draft branch) when
+    both are in ``done``."""
+    out = {b: video_io.tensor_to_frames(frames) for b, frames in done.items()
+           if b in job.outputs}
     base, last = job.names[0], job.names[-1]
-    if FINAL in writers and base in done and last in done and done[base].shape[0]:
+    if FINAL in job.outputs and base in done and last in done and done[base].shape[0]:
         fused = fuse_video(done[base].to(device), done[last].to(device),
                            **opts.fusion.kwargs(opts.windows))
-        writers[FINAL].write(video_io.tensor_to_frames(fused))
+        out[FINAL] = video_io.tensor_to_frames(fused)
+    return out
+
+
+def write_outputs(writers: dict, done: dict, job: VideoJob, opts: RestoreOptions, device) -> None:
+    """Write finished frames ``done`` (see :func:`output_frames`)."""
+    for o, frames in output_frames(done, job, opts, device).items():
+        writers[o].write(frames)
 
 
 def close_writers(writers: dict, job: VideoJob) -> dict:
@@ -364,6 +385,67 @@ def restore_settings(pipe, opts: RestoreOptions) -> dict:
     }
 
 
+def restore_video_split(pipe, in_path, output_dir, opts: RestoreOptions, info, same_settings: bool,
+                        name: str) -> tuple[dict, int]:
+    """Restore one video with every process (pixel windows): its temporal windows are cut into
+    contiguous parts (:func:`Wan_SR.core.windows.split_parts`), part ``i`` restored by process
+    ``i % size`` together with the windows before its seam, and every frame goes in order to
+    the main process, which writes the outputs: the same frames as one process writes.
+    Returns ({output: path} on the main process, frames this process made); raises on every
+    process when any part failed."""
+    main = current().is_main
+    job = on_main(lambda: plan_video(pipe, in_path, output_dir, opts, info, same_settings, name),
+                  share=True)
+    if job is None:
+        return {}, 0
+    tag_clip_everywhere(pipe, job, opts)
+    N = job.info.num_frames
+    t_win, starts, _ = pixel_window_plan(N, job.height, job.width, opts.windows)
+    frame_bytes = job.height * job.width * 3 * len(job.outputs)
+    parts = split_parts(len(starts), current().size,
+                        items_per_part(max(1, N // len(starts)), frame_bytes))
+    made, state = [0], {}
+
+    def produce(i):
+        # one reader per process, as its parts come in frame order (a new one only when a part
+        # starts before the last window read: very long overlaps and short parts)
+        k0, k1 = parts[i]
+        first = starts[first_window_touching(starts, t_win, starts[k0])]
+        if first < state.get("read_to", 0):
+            state.pop("reader").close()
+        if "reader" not in state:
+            state["reader"] = video_io.FrameReader(job.info.path, info=job.info, chunk=8,
+                                                   prefetch=2 * (t_win // 8 + 1))
+        state["read_to"] = starts[k1 - 1]
+
+        def get_frames(s, n):
+            return resize_frames(video_io.frames_to_tensor(state["reader"].get(s, n),
+                                                           pipe.device), job)
+
+        for done in iter_pixel_windows(pipe, get_frames, N, job.height, job.width, job.decode,
+                                       opts.windows, part=parts[i]):
+            item = output_frames(done, job, opts, pipe.device)
+            made[0] += next(iter(item.values())).shape[0]
+            yield item
+
+    def write(item):
+        for o, frames in item.items():
+            writers[o].write(frames)
+
+    writers = on_main(lambda: open_writers(job, output_dir, opts)) or {}
+    bar = _bar(main, total=len(parts), desc=name, unit="part")
+    try:
+        ordered_parts(len(parts), produce, write, on_part=lambda i: bar.update(1))
+        return on_main(lambda: close_writers(writers, job)) or {}, made[0]
+    except BaseException:
+        abort_writers(writers)
+        raise
+    finally:
+        bar.close()
+        if "reader" in state:
+            state["reader"].close()
+
+
 def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=None) -> int:
     """Restore every video / frame folder of ``input_dir`` (or the given ``inputs``). A file that
     cannot be read or fails is reported by name and the others still run. Writes
@@ -380,14 +462,32 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
                     " every output is redone", output_dir)
     names = output_names(inputs)
     outs = resolve_outputs(opts.outputs, len(pipe.config.timestep_draft_list))
-    clean_stale_partials(output_dir, *(Path(output_dir) / o for o in outs))
+    if current().is_main:
+        clean_stale_partials(output_dir, *(Path(output_dir) / o for o in outs))
+    t_run = time.perf_counter()
+    share = share_work(inputs, lambda p: video_io.probe(p, fps=opts.fps), pixel_frames,
+                       opts.split, can_split=opts.window_space == "pixel")
     summary = Summary("step 1")
-    videos = progress(inputs, desc="videos", unit="video", leave=True) if len(inputs) > 1 \
-        else inputs
+    for path in share.together:  # every process on one video at a time
+        name = names[Path(path)]
+        try:
+            info = share.info(path)
+            t0 = time.perf_counter()
+            out, made = restore_video_split(pipe, path, output_dir, opts, info, same, name)
+            secs = time.perf_counter() - t0
+        except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
+            if current().is_main:
+                summary.fail(name, e)
+            continue
+        summary.made(made, secs)
+        if current().is_main:
+            _report(summary, name, info, out, secs)
+    videos = progress(share.alone, desc="videos", unit="video", leave=True) \
+        if len(share.alone) > 1 else share.alone
     for path in videos:
         name = names[Path(path)]
         try:
-            info = video_io.probe(path, fps=opts.fps)
+            info = share.info(path)
             t0 = time.perf_counter()
             out = restore_video(pipe, path, output_dir, opts, info=info, same_settings=same,
                                 name=name)
@@ -396,16 +496,24 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
             summary.fail(name, e)
             continue
         if out:
-            summary.done.append(name)
-            log.info("%s: %d frames at %s fps in %.1f s (%.2f frames/s) -> %s", name,
-                     info.num_frames, info.rate, secs, info.num_frames / secs,
-                     ", ".join(str(p) for p in out.values()))
-        else:
-            summary.skipped.append(name)
-            log.info("%s: outputs complete, skipped", name)
+            summary.made(info.num_frames, secs)
+        _report(summary, name, info, out, secs)
     log_tagging_cost(pipe)
-    write_run_config(output_dir, "inference_step_1.py", settings)
-    return summary.log()
+    status = finish(summary, time.perf_counter() - t_run)
+    if current().is_main:
+        write_run_config(output_dir, "inference_step_1.py", settings)
+    return status
+
+
+def _report(summary: Summary, name: str, info, out: dict, secs: float) -> None:
+    if out:
+        summary.done.append(name)
+        log.info("%s: %d frames at %s fps in %.1f s (%.2f frames/s) -> %s", name,
+                 info.num_frames, info.rate, secs, info.num_frames / secs,
+                 ", ".join(str(p) for p in out.values()))
+    else:
+        summary.skipped.append(name)
+        log.info("%s: outputs complete, skipped", name)
 
 
 def log_tagging_cost(pipe) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -22,10 +23,12 @@ import torch
 from Wan_SR.core.devices import resolve_device
 from Wan_SR.core.log import progress
 from Wan_SR.core.options import FusionOptions, OutputOptions, WindowOptions, step2_windows
-from Wan_SR.core.windows import iter_windows
+from Wan_SR.core.distributed import current, items_per_part, on_main, ordered_parts
+from Wan_SR.core.windows import new_frame_ranges, split_parts
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
 from .common import Summary, clean_stale_partials, same_settings, write_run_config
+from .parallel import finish, pixel_frames, share_work
 
 log = logging.getLogger(__name__)
 _OUT = OutputOptions()
@@ -41,12 +44,13 @@ class Step2Options:
     sort_files: bool = _OUT.sort_files
     skip_existing: bool = _OUT.skip_existing
     save_quality: float = _OUT.save_quality
+    split: str = "auto"               # several processes: "auto", "videos" or "windows"
 
     def __init__(self, windows: Optional[WindowOptions] = None,
                  fusion: Optional[FusionOptions] = None, device: Optional[str] = None,
                  fps: Optional[float] = None, sort_files: bool = _OUT.sort_files,
                  skip_existing: bool = _OUT.skip_existing, save_quality: float = _OUT.save_quality,
-                 **flat):
+                 split: str = "auto", **flat):
         """Also takes the window and fusion fields flat (``Step2Options(alpha=1, window_h=64)``)."""
         w = dataclasses.asdict(windows or step2_windows())
         f = dataclasses.asdict(fusion or FusionOptions())
@@ -59,7 +63,7 @@ class Step2Options:
                 raise TypeError(f"Step2Options: unknown option {k!r}")
         self.windows, self.fusion = WindowOptions(**w), FusionOptions(**f)
         self.device, self.fps, self.sort_files = device, fps, sort_files
-        self.skip_existing, self.save_quality = skip_existing, save_quality
+        self.skip_existing, self.save_quality, self.split = skip_existing, save_quality, split
 
     def fusion_kwargs(self) -> dict:
         return self.fusion.kwargs(self.windows)
@@ -113,39 +117,93 @@ def check_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo
     return None
 
 
+def fused_chunks(readers, ranges, opts: Step2Options, device):
+    """Fused uint8 frames of each ``[a, b)`` of ``ranges`` (in frame order), read from the two
+    :class:`~Wan_SR.data.video_io.FrameReader` of ``readers``."""
+    reader_c, reader_s = readers
+    for a, b in ranges:
+        c = video_io.frames_to_tensor(reader_c.get(a, b - a), device)
+        s = video_io.frames_to_tensor(reader_s.get(a, b - a), device)
+        with torch.inference_mode():
+            fused = fuse_video(c, s, **opts.fusion_kwargs())
+        yield video_io.tensor_to_frames(fused)
+
+
+def open_readers(info_c: video_io.VideoInfo, info_s: video_io.VideoInfo) -> tuple:
+    return (video_io.FrameReader(info_c.path, info=info_c, prefetch=4),
+            video_io.FrameReader(info_s.path, info=info_s, prefetch=4))
+
+
+def open_writer(info_c: video_io.VideoInfo, out_path: Path, opts: Step2Options):
+    audio = info_c.path if info_c.has_audio else None
+    return video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
+                                quality=opts.save_quality, audio_from=audio,
+                                audio_codec=info_c.audio_codec, background=True, sar=info_c.sar)
+
+
+def close_writer(writer, name: str, n: int):
+    """Check the frame count, then close (the output appears under its name)."""
+    if writer.frames_written != n:
+        raise video_io.VideoError(f"{name}: wrote {writer.frames_written} of {n} frames")
+    return writer.close()
+
+
 def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo, out_path: Path,
               opts: Step2Options, device: torch.device) -> int:
-    """Stream one pair through the fusion into ``out_path``; returns the frames written."""
+    """Stream one pair through the fusion into ``out_path``; returns the frames written.
+    The overlap of a window with the previous one is already fused: each window reads and
+    fuses only its new frames (:func:`Wan_SR.core.windows.new_frame_ranges`)."""
     n = info_c.num_frames
-    audio = info_c.path if info_c.has_audio else None
-    reader_c = video_io.FrameReader(info_c.path, info=info_c, prefetch=4)
-    reader_s = video_io.FrameReader(info_s.path, info=info_s, prefetch=4)
+    readers = open_readers(info_c, info_s)
     bar = progress(total=n, desc=name, unit="frame")
     try:
-        with video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
-                                  quality=opts.save_quality, audio_from=audio,
-                                  audio_codec=info_c.audio_codec, background=True,
-                                  sar=info_c.sar) as writer:
-            done = 0  # frames [0, done) are fused and written
-            for start, count in iter_windows(n, opts.windows.window_t, opts.windows.overlap_t):
-                end = start + count
-                if end <= done:
-                    continue
-                # the overlap with the previous window is already fused: read only the new frames
-                c = video_io.frames_to_tensor(reader_c.get(done, end - done), device)
-                s = video_io.frames_to_tensor(reader_s.get(done, end - done), device)
-                with torch.inference_mode():
-                    fused = fuse_video(c, s, **opts.fusion_kwargs())
-                writer.write(video_io.tensor_to_frames(fused))
-                bar.update(end - done)
-                done = end
-            if done != n or writer.frames_written != n:
-                raise video_io.VideoError(f"{name}: wrote {writer.frames_written} of {n} frames")
+        with open_writer(info_c, out_path, opts) as writer:
+            for frames in fused_chunks(readers, new_frame_ranges(n, opts.windows.window_t,
+                                                                 opts.windows.overlap_t),
+                                       opts, device):
+                writer.write(frames)
+                bar.update(frames.shape[0])
+            close_writer(writer, name, n)
     finally:
         bar.close()
-        reader_c.close()
-        reader_s.close()
+        for r in readers:
+            r.close()
     return n
+
+
+def fuse_pair_split(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
+                    out_path: Path, opts: Step2Options, device: torch.device) -> int:
+    """:func:`fuse_pair` with every process: the windows' new frames are cut into contiguous
+    parts, part ``i`` fused by process ``i % size`` and written in order by the main process
+    (the same chunks, so the same frames). Returns the frames this process fused; raises on
+    every process when a part failed."""
+    n = info_c.num_frames
+    ranges = new_frame_ranges(n, opts.windows.window_t, opts.windows.overlap_t)
+    size = current().size
+    parts = split_parts(len(ranges), size,
+                        items_per_part(max(1, n // len(ranges)), info_c.width * info_c.height * 3))
+    state = {"made": 0}
+
+    def produce(i):
+        if "readers" not in state:  # one pair of readers per process, parts in frame order
+            state["readers"] = open_readers(info_c, info_s)
+        a, b = parts[i]
+        for frames in fused_chunks(state["readers"], ranges[a:b], opts, device):
+            state["made"] += frames.shape[0]
+            yield {"frames": frames}
+
+    writer = on_main(lambda: open_writer(info_c, out_path, opts))
+    try:
+        ordered_parts(len(parts), produce, lambda item: writer.write(item["frames"]))
+        on_main(lambda: close_writer(writer, name, n))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        for r in state.get("readers", ()):
+            r.close()
+    return state["made"]
 
 
 def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
@@ -167,37 +225,63 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
     if opts.skip_existing and not same and output_dir.exists():
         log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
                     " every output is redone", output_dir)
-    clean_stale_partials(output_dir)
+    main = current().is_main
+    if main:
+        clean_stale_partials(output_dir)
+    t_run = time.perf_counter()
+    paths = {name: (path_c, path_s) for name, path_c, path_s in pairs}
+    share = share_work(list(paths), lambda name: probe_pair(name, *paths[name], opts.fps),
+                       lambda infos: pixel_frames(infos[0]), opts.split)
     summary = Summary("step 2")
-    for name, path_c, path_s in progress(pairs, desc="videos", unit="video", leave=True) \
-            if len(pairs) > 1 else pairs:
+    if main:
+        summary.problems += problems
+    jobs = [(name, True) for name in share.together] + [(name, False) for name in share.alone]
+    for name, together in progress(jobs, desc="videos", unit="video", leave=True) \
+            if len(jobs) > 1 else jobs:
+        # a pair fused by every process together is reported by the main process only
+        report = summary if main or not together else Summary(summary.what, quiet=True)
         out_path = output_dir / f"{name}.mp4"
         try:
-            info_c = video_io.probe(path_c, fps=opts.fps)
-            info_s = video_io.probe(path_s)
+            info_c, info_s = share.info(name)
         except video_io.VideoError as e:
-            problems.append(str(e))
+            report.problems.append(str(e))
             log.warning("skipped: %s: %s", name, e)
             continue
-        msg = check_pair(name, info_c, info_s)
-        if msg is not None:
-            problems.append(msg)
-            log.warning("skipped: %s", msg)
+        if skip_pair(name, info_c, info_s, out_path, opts, same, report):
             continue
-        if opts.skip_existing and same and video_io.is_complete_output(out_path,
-                                                                       info_c.num_frames):
-            summary.skipped.append(name)
-            log.info("%s: %s is complete (%d frames), skipped", name, out_path, info_c.num_frames)
-            continue
+        t0 = time.perf_counter()
         try:
-            fuse_pair(name, info_c, info_s, out_path, opts, device)
+            made = (fuse_pair_split if together else fuse_pair)(name, info_c, info_s, out_path,
+                                                                opts, device)
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
-            summary.fail(name, e)
+            report.fail(name, e)
             continue
-        summary.done.append(name)
+        summary.made(made, time.perf_counter() - t0)
+        report.done.append(name)
         log.info("%s: wrote %s (%d frames at %s fps)", name, out_path, info_c.num_frames,
                  info_c.rate)
-    write_run_config(output_dir, "inference_step_2.py", settings)
-    if problems:
-        log.warning("step 2: %d input(s) skipped for a problem", len(problems))
-    return max(summary.log(), 1 if problems else 0)
+    status = finish(summary, time.perf_counter() - t_run)
+    if main:
+        write_run_config(output_dir, "inference_step_2.py", settings)
+    return status
+
+
+def probe_pair(name: str, path_c: Path, path_s: Path, fps: Optional[float]) -> tuple:
+    """(consistent, sharp) infos of one pair."""
+    return video_io.probe(path_c, fps=fps), video_io.probe(path_s)
+
+
+def skip_pair(name, info_c, info_s, out_path, opts: Step2Options, same: bool,
+              summary: Summary) -> bool:
+    """True (with a notice in ``summary``) when the pair cannot be fused (a problem) or its
+    output is complete and ``--skip_existing`` keeps it."""
+    msg = check_pair(name, info_c, info_s)
+    if msg is not None:
+        summary.problems.append(msg)
+        log.warning("skipped: %s", msg)
+        return True
+    if opts.skip_existing and same and video_io.is_complete_output(out_path, info_c.num_frames):
+        summary.skipped.append(name)
+        log.info("%s: %s is complete (%d frames), skipped", name, out_path, info_c.num_frames)
+        return True
+    return False

@@ -9,7 +9,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from Wan_SR.core.options import WindowOptions
-from Wan_SR.core.windows import SpatialAccumulator, TemporalBlender, tile_boxes, window_starts
+from Wan_SR.core.windows import (SpatialAccumulator, TemporalBlender, first_window_touching,
+                                 tile_boxes, window_starts)
 
 
 def pixel_window_plan(num_frames: int, height: int, width: int, windows: WindowOptions):
@@ -23,15 +24,25 @@ def pixel_window_plan(num_frames: int, height: int, width: int, windows: WindowO
 
 def iter_pixel_windows(pipe, get_frames: Callable[[int, int], torch.Tensor], num_frames: int,
                        height: int, width: int, branches: Sequence[str], windows: WindowOptions,
-                       on_tile: Optional[Callable[[int, int, int, int], None]] = None
-                       ) -> Iterator[dict]:
+                       on_tile: Optional[Callable[[int, int, int, int], None]] = None,
+                       part: Optional[tuple[int, int]] = None) -> Iterator[dict]:
     """Yield {branch: (n,3,H,W) in [0,1]} of finished frames, in order, for the requested
     branches. ``get_frames(start, count)`` returns (count,3,H,W) in [0,1] on the pipeline's
-    device; ``on_tile(window, n_windows, tile, n_tiles)`` reports progress."""
+    device; ``on_tile(window, n_windows, tile, n_tiles)`` reports progress.
+
+    ``part = (k0, k1)``: only the frames windows ``k0..k1-1`` finish, ``[starts[k0],
+    starts[k1])`` (to the end for the last window), exactly as the whole run yields them. The
+    earlier windows that reach into ``starts[k0]`` are restored too (the seam is computed on
+    both sides): a frame depends only on the windows covering it, so a part blends its frames
+    as the whole run does (docs/method.md, "Several processes")."""
     w = windows
     t_win, starts, boxes = pixel_window_plan(num_frames, height, width, w)
-    blenders = {b: TemporalBlender(starts, num_frames) for b in branches}
-    for k, s in enumerate(starts):
+    k0, k1 = part or (0, len(starts))
+    first = first_window_touching(starts, t_win, starts[k0])
+    length = starts[k1] if k1 < len(starts) else num_frames
+    blenders = {b: TemporalBlender(starts[first:k1], length) for b in branches}
+    for k in range(first, k1):
+        s = starts[k]
         frames = get_frames(s, t_win)
         if len(boxes) == 1:
             window = pipe.run_tile(frames, branches)
@@ -47,4 +58,6 @@ def iter_pixel_windows(pipe, get_frames: Callable[[int, int], torch.Tensor], num
                 if on_tile:
                     on_tile(k, len(starts), i, len(boxes))
             window = {b: accs[b].result() for b in branches}
-        yield {b: blenders[b].add(window[b]) for b in branches}
+        done = {b: blenders[b].add(window[b]) for b in branches}
+        if k >= k0:  # the windows before k0 only prepare the blend at the seam
+            yield done

@@ -189,18 +189,30 @@ class PSSRPipeline:
             pipe.tagger, pipe.text = tagger, enc
         return pipe
 
-    def tag_clip(self, frame) -> str:
-        """Tag one frame of the next clip and use ``"<prompt>, <tags>"`` for it (its embedding from
-        the prompt cache, or encoded once). No-op without a tagger. Returns the prompt used."""
+    def tagged_prompt(self, frame) -> str:
+        """``"<prompt>, <tags of frame>"`` (the prompt alone without a tagger)."""
         from ..models.tagger import prompt_with_tags
 
         if self.tagger is None:
-            return self.prompt
-        prompt = prompt_with_tags(self.base_prompt, self.tagger.tags(frame))
+            return self.base_prompt or self.prompt
+        return prompt_with_tags(self.base_prompt, self.tagger.tags(frame))
+
+    def use_prompt(self, prompt: str) -> None:
+        """Sample the next clip with ``prompt`` (its embedding from the prompt cache, or encoded
+        once by the resident text encoder)."""
         if prompt != self.prompt:
+            if self.text is None:
+                raise RuntimeError("use_prompt: this pipeline keeps no text encoder (it was "
+                                   "built without a tagger)")
             self.context = self.text.encode(prompt).to(self.device, self.dtype)
             self.prompt = prompt
-        return prompt
+
+    def tag_clip(self, frame) -> str:
+        """Tag one frame of the next clip and use the tagged prompt for it. No-op without a
+        tagger. Returns the prompt used."""
+        if self.tagger is not None:
+            self.use_prompt(self.tagged_prompt(frame))
+        return self.prompt
 
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:
