@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--low_memory", action="store_true",
                     help="for 24 GB cards and 1080p: VAE in spatial tiles (slightly different "
                          "values near tile seams) and the DiTs kept on the CPU between steps "
-                         "(pixel windows only)")
+                         "(pixel windows only); with tags, the tagger and the text encoder wait "
+                         "on the CPU between clips")
     add_log_args(p)
     return p
 
