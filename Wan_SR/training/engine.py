@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -313,8 +314,10 @@ class Session:
                 if not batch["name"]:
                     continue
                 # cuDNN attention first, for the forward and the backward (recomputation matches)
+                t0 = time.perf_counter()
                 with attention_context("auto", self.dev):
                     logs = step_fn(step, batch, step_generator(self.seed, step, self.rank))
+                log.debug("step %d: %.3f s", step, time.perf_counter() - t0)
                 logs = self.mean_over_processes(logs)
                 last = logs
                 self.history.add(step, logs)
