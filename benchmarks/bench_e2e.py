@@ -14,11 +14,10 @@ import argparse
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from common import ROOT, environment, write_json
+from common import ROOT, ensure_checkpoints, environment, script_launcher, write_json
 
 VARIANTS = {
     "pixel": ("--outputs final", 1),
@@ -43,12 +42,10 @@ def main():
     work = Path(a.work)
     env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
     res = {"env": environment("cuda"), "settings": vars(a), "runs": {}}
-    launcher = [sys.executable] + ([str(ROOT / "benchmarks" / "light_run.py")] if a.light else [])
-    if not (work / "checkpoints/pretrained_models/draft.safetensors").exists():
-        t0 = time.perf_counter()
-        subprocess.run(launcher + ["-m", "Wan_SR.tools.make_tiny_checkpoints", "--out", str(work),
-                                   "--size", "real"], check=True, cwd=ROOT, env=env)
-        res["factory_s"] = time.perf_counter() - t0
+    launcher = script_launcher(a.light)
+    factory_s = ensure_checkpoints(work, "real", a.light, env)
+    if factory_s is not None:
+        res["factory_s"] = factory_s
     for name in a.variants.split(","):
         extra, copies = VARIANTS[name]
         if a.input_dir:

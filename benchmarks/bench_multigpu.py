@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, environment, write_json
+from common import ROOT, ensure_checkpoints, environment, script_launcher, write_json
 
 
 def concat_clips(src: Path, out: Path) -> Path:
@@ -72,14 +72,12 @@ def main():
         light_diffsynth()
     work = Path(a.work)
     env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
-    script = [str(ROOT / "benchmarks" / "light_run.py")] if a.light else []
+    script = script_launcher(a.light)[1:]
     import torch
 
-    res = {"env": environment("cuda" if torch.cuda.is_available() else "cpu"), "gpus": a.gpus, "settings": vars(a), "sets": {}}
-    if not (work / "checkpoints/pretrained_models/draft.safetensors").exists():
-        subprocess.run([sys.executable] + script + ["-m", "Wan_SR.tools.make_tiny_checkpoints",
-                                                    "--out", str(work), "--size", a.size,
-                                                    "--no_ram"], check=True, cwd=ROOT, env=env)
+    res = {"env": environment("cuda" if torch.cuda.is_available() else "cpu"), "gpus": a.gpus,
+           "settings": vars(a), "sets": {}}
+    ensure_checkpoints(work, a.size, a.light, env)
     inputs = {"many": Path(a.input_dir).resolve()}
     if "long" in a.sets:
         inputs["long"] = concat_clips(inputs["many"], work / "long" / "long.mp4").parent

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, environment, write_json
+from common import ROOT, ensure_checkpoints, environment, script_launcher, write_json
 
 
 def make_metadata(data_dir: Path, num_frames: int, out: Path) -> Path:
@@ -82,11 +82,8 @@ def main():
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
-    script = [str(ROOT / "benchmarks" / "light_run.py")] if a.light else []
-    if not (work / "checkpoints/pretrained_models/draft.safetensors").exists():
-        subprocess.run([sys.executable] + script + ["-m", "Wan_SR.tools.make_tiny_checkpoints",
-                                                    "--out", str(work), "--size", a.size,
-                                                    "--no_ram"], check=True, cwd=ROOT, env=env)
+    script = script_launcher(a.light)[1:]
+    ensure_checkpoints(work, a.size, a.light, env)
     lpips = work / "lpips"
     write_random_lpips_weights(lpips)
     data = Path(a.data_dir).resolve()

@@ -8,6 +8,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -116,3 +117,22 @@ def results_path(name: str, env: dict, quick: bool = False) -> Path:
     tag = re.sub(r"[^a-z0-9]+", "_", env["device"].lower()).strip("_")
     tag = "h200" if "h200" in tag else "h100" if "h100" in tag else tag
     return ROOT / "benchmarks" / "results" / f"{name}_{tag}{'_quick' if quick else ''}.json"
+
+
+def script_launcher(light: bool) -> list:
+    """``[python]`` or ``[python, benchmarks/light_run.py]``: how the benchmarks start a script."""
+    return [sys.executable] + ([str(ROOT / "benchmarks" / "light_run.py")] if light else [])
+
+
+def ensure_checkpoints(work: Path, size: str, light: bool, env: dict) -> Optional[float]:
+    """Random checkpoints in the official layouts under ``work`` (once; no RAM files): the
+    factory's seconds, or None when they were already there."""
+    import subprocess
+
+    if (Path(work) / "checkpoints/pretrained_models/draft.safetensors").exists():
+        return None
+    t0 = time.perf_counter()
+    subprocess.run(script_launcher(light) + ["-m", "Wan_SR.tools.make_tiny_checkpoints", "--out",
+                                             str(work), "--size", size, "--no_ram"],
+                   check=True, cwd=ROOT, env=env)
+    return time.perf_counter() - t0

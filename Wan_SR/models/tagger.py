@@ -8,13 +8,14 @@ leaves the prompt alone (no trailing ``", "``).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
 from typing import Optional
 
 import torch
+
+from Wan_SR.core.devices import visiting
 
 from .wan import DAPE_SOURCE, RAM_SOURCE
 
@@ -76,22 +77,11 @@ class Tagger:
         self.calls = 0
         self.seconds = 0.0
 
-    @contextlib.contextmanager
-    def _on_device(self):
-        if self.offload:
-            self.ram.to(self.device)
-        try:
-            yield self.ram
-        finally:
-            if self.offload:
-                self.ram.to("cpu")
-                torch.cuda.empty_cache()
-
     @torch.no_grad()
     def tags(self, frame) -> str:
         """Tags of one frame: (H,W,3) uint8 or (3,H,W) float in [0,1]."""
         t0 = time.perf_counter()
-        with self._on_device() as ram:
+        with visiting(self.ram, self.device, enabled=self.offload) as ram:
             if isinstance(frame, torch.Tensor):
                 frame = frame.to(self.device)
             out = ram.tags(frame)

@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from Wan_SR.core.caches import cache_root
+from Wan_SR.core.devices import visiting
 from Wan_SR.core.files import save_safetensors_atomic
 
 
@@ -95,17 +96,10 @@ class PromptEncoder:
         if self._prompter is None:
             self._load()
         t0 = time.perf_counter()
-        encoder = self._prompter.text_encoder
-        try:
-            if self.offload:
-                encoder.to(self.device)
-            with torch.no_grad():
-                ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
-            ctx = ctx.detach().to("cpu").contiguous()
-        finally:
-            if self.offload:
-                encoder.to("cpu")
-                torch.cuda.empty_cache()
+        with visiting(self._prompter.text_encoder, self.device, enabled=self.offload), \
+                torch.no_grad():
+            ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
+        ctx = ctx.detach().to("cpu").contiguous()
         self.encodes += 1
         self.seconds += time.perf_counter() - t0
         save_safetensors_atomic(path, {"context": ctx},

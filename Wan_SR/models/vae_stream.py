@@ -28,31 +28,20 @@ def _same(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _encoder_stepper(vae, device: torch.device) -> Callable:
-    """One chunk through the encoder with one causal cache: the fast path on CUDA
-    (:mod:`Wan_SR.models.vae_fast`), diffsynth's forward elsewhere."""
+def _stepper(vae, part: str, like: torch.Tensor) -> Callable:
+    """One chunk through ``vae.model.<part>`` (``encoder`` or ``decoder``) with one causal cache:
+    the fast path where :func:`Wan_SR.models.wan.use_fast_vae` chooses it (CUDA), diffsynth's
+    forward otherwise."""
     from .wan import use_fast_vae
 
-    if use_fast_vae(vae, torch.empty(0, device=device)):
-        from .vae_fast import State, encoder_step
-
-        state = State()
-        return lambda x: encoder_step(state, vae.model.encoder, x)
-    cache = _new_cache(vae.model.encoder)
-    return lambda x: vae.model.encoder(x, feat_cache=cache, feat_idx=[0])
-
-
-def _decoder_stepper(vae, like: torch.Tensor) -> Callable:
-    """One latent frame through the decoder with one causal cache (as :func:`_encoder_stepper`)."""
-    from .wan import use_fast_vae
-
+    module = getattr(vae.model, part)
     if use_fast_vae(vae, like):
-        from .vae_fast import State, decoder_step
+        from . import vae_fast
 
-        state = State()
-        return lambda x: decoder_step(state, vae.model.decoder, x)
-    cache = _new_cache(vae.model.decoder)
-    return lambda x: vae.model.decoder(x, feat_cache=cache, feat_idx=[0])
+        state, step = vae_fast.State(), getattr(vae_fast, f"{part}_step")
+        return lambda x: step(state, module, x)
+    cache = _new_cache(module)
+    return lambda x: module(x, feat_cache=cache, feat_idx=[0])
 
 
 @torch.no_grad()
@@ -63,7 +52,7 @@ def encode_chunks(vae, chunks: Iterable[torch.Tensor], *, device, dtype,
     latents (1,16,T',H/8,W/8)."""
     fmt = memory_format or _same
     model, wdtype = vae.model, vae_dtype(vae)
-    step, outs = _encoder_stepper(vae, torch.device(device)), []
+    step, outs = _stepper(vae, "encoder", torch.empty(0, device=device)), []
     for chunk in chunks:
         x = (chunk.to(device, dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
         outs.append(step(fmt(x).to(wdtype)))
@@ -85,7 +74,7 @@ class StreamDecoder:
         z = (memory_format or _same)(latents.to(device, vae_dtype(vae)))
         mean, inv_std = latent_scale(vae, z)
         self.x = model.conv2(z / inv_std + mean)
-        self.step = _decoder_stepper(vae, z)
+        self.step = _stepper(vae, "decoder", z)
         self.length, self.i = z.shape[2], 0
 
     @torch.no_grad()

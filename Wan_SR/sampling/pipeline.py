@@ -7,7 +7,6 @@ and crops back.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -139,18 +138,11 @@ class PSSRPipeline:
                 torch.cuda.empty_cache()
         return self
 
-    @contextlib.contextmanager
     def _on_device(self, model):
-        """Yield ``model`` on the device; with offload, send it back to the CPU afterwards."""
-        if not self.offload:
-            yield model
-            return
-        model.to(self.device)
-        try:
-            yield model
-        finally:
-            model.to("cpu")
-            torch.cuda.empty_cache()
+        """``model`` on the device for a block; with offload, back to the CPU afterwards."""
+        from ..core.devices import visiting
+
+        return visiting(model, self.device, enabled=self.offload)
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
