@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ROOT, ensure_checkpoints, environment, script_launcher, write_json
+from common import ROOT, environment, script_runs, write_json
 
 
 def make_metadata(data_dir: Path, num_frames: int, out: Path) -> Path:
@@ -71,19 +70,11 @@ def main():
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    if a.light:
-        from common import light_diffsynth
-
-        light_diffsynth()
+    work, env, script = script_runs(a.work, a.size, a.light)
     import torch
 
     from Wan_SR.training.lpips import write_random_lpips_weights
 
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
-    script = script_launcher(a.light)[1:]
-    ensure_checkpoints(work, a.size, a.light, env)
     lpips = work / "lpips"
     write_random_lpips_weights(lpips)
     data = Path(a.data_dir).resolve()
@@ -92,7 +83,7 @@ def main():
            "settings": vars(a), "clips": len(meta.read_text().splitlines()) - 1, "training": {}}
     for trainer in a.trainers.split(","):
         runs = {}
-        for n in (1, a.gpus):
+        for n in sorted({1, a.gpus}):
             dst = work / f"out_{trainer}_{n}"
             launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node",
                                           str(n)] if n > 1 else [])

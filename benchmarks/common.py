@@ -136,3 +136,19 @@ def ensure_checkpoints(work: Path, size: str, light: bool, env: dict) -> Optiona
                                              str(work), "--size", size, "--no_ram"],
                    check=True, cwd=ROOT, env=env)
     return time.perf_counter() - t0
+
+
+def script_runs(work, size: str, light: bool):
+    """For benchmarks that run the project's scripts in child processes: diffsynth's light
+    import here when ``light``, the children's environment (caches under ``work``), the
+    launcher arguments that go before a script, and the random checkpoints under ``work``.
+    Returns ``(work, env, launcher)``."""
+    import os
+
+    if light:
+        light_diffsynth()
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
+    ensure_checkpoints(work, size, light, env)
+    return work, env, script_launcher(light)[1:]

@@ -205,3 +205,19 @@ def test_in_memory_restore_api(pipe):
     assert all(v.shape == (9, 72, 60, 3) and v.dtype == np.uint8 for v in many.values())
     with pytest.raises(ValueError, match="uint8"):
         restore(pipe, frames.astype(np.float32))
+
+
+def test_deterministic_picks_cudnn_kernels_by_rule():
+    from Wan_SR.cli.step1 import build_parser
+    from Wan_SR.sampling.speed import convolution_kernels
+
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        convolution_kernels(deterministic=True)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, True)
+        convolution_kernels()
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (True, False)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
+    assert build_parser().parse_args(["--deterministic"]).deterministic
+    assert not build_parser().parse_args([]).deterministic

@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="scaled-dot-product attention kernel of the DiT (auto: cuDNN first)")
     sp.add_argument("--compile", action="store_true",
                     help="torch.compile the DiT blocks (about 10 s once per run, ~13%% faster DiT)")
+    sp.add_argument("--deterministic", action="store_true",
+                    help="the same output bits in every run and with any number of GPUs: cuDNN "
+                         "picks convolution kernels by rule instead of timing them per process "
+                         "(slower VAE)")
     sp.add_argument("--no_channels_last", action="store_true",
                     help="keep the VAE in channels-first layout (channels-last is ~20%% faster on "
                          "GPU)")
@@ -202,7 +206,8 @@ def main(argv=None) -> int:
             negative_prompt=sampling.negative_prompt, config=SamplingConfig.from_options(sampling),
             device=device, dtype=dtype, cache_dir=args.prompt_cache_dir,
             num_heads=args.num_heads, attention=args.attention, tagger=tagger)
-        pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last)
+        pipe.optimize(compile=args.compile, channels_last=not args.no_channels_last,
+                      deterministic=args.deterministic)
         if args.low_memory:
             pipe.enable_low_memory()
     except (MissingWeightsError, ValueError) as e:

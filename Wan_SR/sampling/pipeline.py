@@ -97,16 +97,16 @@ class PSSRPipeline:
         self.text = None
 
     def optimize(self, compile: bool = False, channels_last: bool = True,
-                 compile_vae: bool = False) -> "PSSRPipeline":
-        """GPU speed switches (no effect on CPU): channels-last VAE convolutions, and with
-        ``compile`` torch.compile of every DiT block (once per process); ``compile_vae`` also
-        compiles the VAE's normalisation layers."""
-        from .speed import compile_blocks, compile_vae_norms, vae_channels_last
+                 compile_vae: bool = False, deterministic: bool = False) -> "PSSRPipeline":
+        """GPU speed switches (no effect on CPU): cuDNN's autotuner (off with ``deterministic``:
+        the same output bits in every run), channels-last VAE convolutions, and with ``compile``
+        torch.compile of every DiT block (once per process); ``compile_vae`` also compiles the
+        VAE's normalisation layers."""
+        from .speed import compile_blocks, compile_vae_norms, convolution_kernels, vae_channels_last
 
         if self.device.type != "cuda":
             return self
-        # window and tile shapes repeat, so cuDNN's autotuner pays for itself after one window
-        torch.backends.cudnn.benchmark = True
+        convolution_kernels(deterministic)
         if channels_last:
             vae_channels_last(self.vae)
             self.channels_last = True

@@ -6,6 +6,9 @@ beyond bf16 noise.
 - ``compile_blocks``: ``torch.compile`` of each DiT block (one graph shared by all blocks; paid
   once per process, not per video).
 - ``vae_channels_last``: channels-last-3d memory format for the VAE's 3D convolutions.
+- ``convolution_kernels``: cuDNN's autotuner (fastest, but it times candidate kernels in each
+  process, so two runs may pick different ones and differ in the last bits) or kernels picked by
+  rule (``deterministic``: the same bits in every run and on any number of GPUs).
 """
 from __future__ import annotations
 
@@ -36,6 +39,14 @@ def attention_context(name: str, device) -> contextlib.AbstractContextManager:
         return sdpa_kernel(order, set_priority=True)
     except TypeError:  # older torch: no priority order, just the allowed set
         return sdpa_kernel(order)
+
+
+def convolution_kernels(deterministic: bool = False) -> None:
+    """How cuDNN picks convolution kernels for this process: timed (autotuner; window and tile
+    shapes repeat, so it pays for itself after one window) or, with ``deterministic``, by rule
+    and only among kernels that give the same bits every time."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
 
 
 def compile_blocks(model) -> None:
