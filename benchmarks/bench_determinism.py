@@ -24,6 +24,10 @@ def main():
     ap.add_argument("--work", default="/tmp/pssr_determinism")
     ap.add_argument("--light", action="store_true")
     ap.add_argument("--modes", default="default,deterministic")
+    ap.add_argument("--runs", default="first,second,two_processes",
+                    help="which runs per mode (first is always made)")
+    ap.add_argument("--concat", action="store_true",
+                    help="the clip is the concatenation of the clips in --clip's folder")
     ap.add_argument("--size", default="real", choices=["real", "tiny"])
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -32,14 +36,22 @@ def main():
 
     src = work / "input"
     src.mkdir(parents=True, exist_ok=True)
-    link = src / Path(a.clip).name
-    if not link.exists():
-        link.symlink_to(Path(a.clip).resolve())
+    if a.concat:
+        from bench_multigpu import concat_clips
+
+        concat_clips(Path(a.clip).parent, src / "long.mp4")
+    else:
+        link = src / Path(a.clip).name
+        if not link.exists():
+            link.symlink_to(Path(a.clip).resolve())
     res = {"env": environment("cuda" if torch.cuda.is_available() else "cpu"),
            "settings": vars(a), "modes": {}}
     for mode in a.modes.split(","):
         runs = {}
+        wanted = set(a.runs.split(",")) | {"first"}
         for name, n in (("first", 1), ("second", 1), ("two_processes", 2)):
+            if name not in wanted:
+                continue
             launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node",
                                           str(n)] if n > 1 else [])
             dst = work / f"out_{mode}_{name}"
