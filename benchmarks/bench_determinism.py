@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from bench_multigpu import same_outputs, speed
+from bench_multigpu import same_outputs, speed, step1_command
 from common import ROOT, environment, script_runs, write_json
 
 
@@ -46,23 +45,15 @@ def main():
             link.symlink_to(Path(a.clip).resolve())
     res = {"env": environment("cuda" if torch.cuda.is_available() else "cpu"),
            "settings": vars(a), "modes": {}}
+    wanted = set(a.runs.split(",")) | {"first"}
     for mode in a.modes.split(","):
         runs = {}
-        wanted = set(a.runs.split(",")) | {"first"}
         for name, n in (("first", 1), ("second", 1), ("two_processes", 2)):
             if name not in wanted:
                 continue
-            launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node",
-                                          str(n)] if n > 1 else [])
             dst = work / f"out_{mode}_{name}"
-            cmd = launch + script + [
-                str(ROOT / "inference_step_1.py"), "--input_dir", str(src), "--output_dir",
-                str(dst), "--outputs", "final", "--split", "windows", "--no_progress",
-                "--wan_model_dir", str(work / "dependent_models/Wan2.1-T2V-1.3B"),
-                "--lora_base_path", str(work / "checkpoints/pretrained_models/base.safetensors"),
-                "--lora_draft_path", str(work / "checkpoints/pretrained_models/draft.safetensors")]
-            cmd += ["--deterministic"] if mode == "deterministic" else []
-            cmd += ["--device", "cpu", "--torch_dtype", "float32"] if a.size == "tiny" else []
+            cmd = step1_command(work, script, n, src, dst, a.size, ["--split", "windows"] + (
+                ["--deterministic"] if mode == "deterministic" else []))
             t0 = time.perf_counter()
             r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             text = r.stdout + r.stderr

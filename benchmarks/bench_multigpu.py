@@ -44,6 +44,21 @@ def speed(text: str, n: int) -> dict:
     return {"frames": frames, "seconds": secs, "frames_per_s": frames / secs if secs else 0.0}
 
 
+def step1_command(work: Path, script: list, processes: int, src: Path, dst: Path, size: str,
+                  extra: list) -> list:
+    """The command line of step 1 (``--outputs final``) on ``processes`` processes (torchrun
+    when several) with the random checkpoints under ``work``; ``size`` tiny: on the CPU."""
+    launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node",
+                                  str(processes)] if processes > 1 else [])
+    return launch + script + [
+        str(ROOT / "inference_step_1.py"), "--input_dir", str(src), "--output_dir", str(dst),
+        "--outputs", "final", "--sort_files", "--no_progress",
+        "--wan_model_dir", str(work / "dependent_models/Wan2.1-T2V-1.3B"),
+        "--lora_base_path", str(work / "checkpoints/pretrained_models/base.safetensors"),
+        "--lora_draft_path", str(work / "checkpoints/pretrained_models/draft.safetensors")] + \
+        extra + (["--device", "cpu", "--torch_dtype", "float32"] if size == "tiny" else [])
+
+
 def same_outputs(a: Path, b: Path) -> dict:
     """Per output video of ``a``: whether ``b`` has the same frames, else how far apart (the
     largest difference in 8-bit levels and the share of values that differ)."""
@@ -90,17 +105,9 @@ def main():
     for name in a.sets.split(","):
         out = {}
         for n in sorted({1, a.gpus}):
-            launch = [sys.executable] + (["-m", "torch.distributed.run", "--nproc_per_node",
-                                          str(n)] if n > 1 else [])
             dst = work / f"out_{name}_{n}"
-            cmd = launch + script + [
-                str(ROOT / "inference_step_1.py"), "--input_dir", str(inputs[name]),
-                "--output_dir", str(dst), "--outputs", "final", "--sort_files",
-                "--wan_model_dir", str(work / "dependent_models/Wan2.1-T2V-1.3B"),
-                "--lora_base_path", str(work / "checkpoints/pretrained_models/base.safetensors"),
-                "--lora_draft_path", str(work / "checkpoints/pretrained_models/draft.safetensors"),
-                "--no_progress"] + ([] if a.autotune else ["--deterministic"]) + (
-                    ["--device", "cpu", "--torch_dtype", "float32"] if a.size == "tiny" else [])
+            cmd = step1_command(work, script, n, inputs[name], dst, a.size,
+                                [] if a.autotune else ["--deterministic"])
             t0 = time.perf_counter()
             r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
             out[n] = dict(speed(r.stdout + r.stderr, n), returncode=r.returncode,
