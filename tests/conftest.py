@@ -1,7 +1,15 @@
 """Shared fixtures: tiny random checkpoints in the official layouts, written once per session."""
+import os
 import sys
 import warnings
 from pathlib import Path
+
+# MKL's matrix products round differently depending on how their buffers are aligned in memory;
+# its "conditional numerical reproducibility" mode makes them independent of it, so two runs of
+# the same computation (one process, or several) give the same bits. The tests that compare
+# training runs need it: Adam turns a last-bit difference in a near-zero gradient into a
+# visible weight difference. Set before torch calls MKL; child processes inherit it.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 import pytest
 

@@ -120,10 +120,3 @@ def test_every_option_has_help_and_no_duplicated_default(parser_name):
     for line in text.splitlines():
         assert line.count("default") <= 1, line
 
-
-def test_temp_dir_options_are_gone():
-    from Wan_SR.cli import step1, step2
-
-    for mod in (step1, step2):
-        h = mod.build_parser().format_help()
-        assert "--temp_dir" not in h and "--keep_temp" not in h

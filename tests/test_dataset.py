@@ -197,13 +197,31 @@ def test_bad_rows_are_counted_skipped_and_named(media, tmp_path, caplog):
     assert "not found" in reasons["long.mp4"] and "LQ_video" in reasons["long.mp4"]
     assert any("not valid JSON" in r for r in reasons.values())
     assert "6 bad row(s)" in caplog.text and "missing.mp4" in caplog.text
-    # the corrupt file fails when read: an error sample, skipped by collate, counted
+    # the corrupt file fails when read: replaced by the next readable row, read with the
+    # original index's generator (the same clip every time), the failure counted and named
     bad = ds[1]
-    assert bad["name"] == "broken.mp4" and "error" in bad
+    assert bad["name"] == "long.mp4" and "error" not in bad
+    assert [n for n, _ in bad["replaced"]] == ["broken.mp4"]
+    again = ds[1]
+    assert again["start"] == bad["start"] and torch.equal(again["video"], bad["video"])
     batch = collate_clips([ds[0], bad])
-    assert batch["video"].shape == (1, 5, 3, 32, 48) and batch["name"] == ["long.mp4"]
+    assert batch["video"].shape == (2, 5, 3, 32, 48) and batch["name"] == ["long.mp4"] * 2
     report = SkipReport()
     assert report.add(batch) == 1 and report.count == 1 and "broken.mp4" in report.summary()
+    assert batch["skipped"][0][2] == "long.mp4"  # what replaced it
+
+
+def test_a_sample_is_given_up_only_when_every_row_tried_fails(media, tmp_path):
+    import Wan_SR.data.dataset as dataset
+
+    meta = _csv(tmp_path / "m.csv", [("broken.mp4", "p", "")] * 3)
+    ds = VideoDataset(media, meta, num_frames=5, height=32, width=48)
+    s = ds[0]
+    assert "error" in s and len(s["replaced"]) == 3 and s["name"] == "broken.mp4"
+    batch = collate_clips([s])
+    assert batch["name"] == [] and len(batch["skipped"]) == 3
+    assert batch["skipped"][0][2] is None  # nothing replaced it
+    assert dataset.MAX_TRIES < 100  # a bad dataset costs a bounded number of reads per sample
 
 
 def test_argument_errors_are_clear(media, tmp_path):
@@ -237,4 +255,4 @@ def test_dataloader_workers_keep_tensors(media, tmp_path):
             assert batch["video"].shape[1:] == (5, 3, 32, 48)
         seen += len(batch["name"])
         skipped += len(batch["skipped"])
-    assert seen == 4 and skipped == 2
+    assert seen == 6 and skipped == 2  # the broken row's two samples are replaced

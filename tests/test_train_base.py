@@ -1,6 +1,7 @@
 """The base trainer on tiny checkpoints (CPU, fp32): loss functions against hand computations,
 which parameters learn, loss going down, exact resume, NaN guard, two processes, and the saved
 checkpoint in step 1."""
+import contextlib
 import json
 import os
 import subprocess
@@ -126,6 +127,18 @@ def run(cfg, **kw):
     return train_base(cfg, **kw)
 
 
+@contextlib.contextmanager
+def one_thread():
+    """Compute on one thread, as the processes of the data-parallel runs here do: a CPU kernel's
+    sums may be split (and rounded) differently on more threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def history(out):
     return [json.loads(ln) for ln in (out / "losses.jsonl").read_text().splitlines()]
 
@@ -231,9 +244,12 @@ def test_nan_loss_skips_the_update_and_is_counted(tiny_paths, data, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)  # step 2 changed nothing
 
 
-def test_two_processes_keep_identical_weights(tiny_paths, data, tmp_path):
-    """torchrun, 2 CPU processes (gloo): different clips per process, gradients averaged."""
-    out = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def ddp_run(tiny_paths, data, tmp_path_factory):
+    """torchrun, 2 CPU processes (gloo), 3 steps: different clips per process, gradients
+    averaged. Returns the output folder."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    out = tmp / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_port", str(29400 + os.getpid() % 500), str(ROOT / "train_base.py"),
             "--dataset_base_path", str(data), "--dataset_metadata_path", str(data / "meta.csv"),
@@ -241,16 +257,45 @@ def test_two_processes_keep_identical_weights(tiny_paths, data, tmp_path):
             "--width", "48", "--dataset_repeat", "2", "--max_train_steps", "3", "--mixed_precision",
             "no", "--report_to", "none", "--output_path", str(out), "--lora_rank", "4",
             "--alpha_pixel_lpips", "0", "--pixel_crop", "2", "--learning_rate", "1e-3",
-            "--dataloader_num_workers", "0", "--prompt_cache_dir", str(tmp_path / "pc"),
+            "--dataloader_num_workers", "0", "--prompt_cache_dir", str(tmp / "pc"),
             "--save_steps", "3", "--no_progress"]
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT), PSSR_DUMP_RANK_WEIGHTS=str(out / "rank"))
     r = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 process(es)" in r.stderr
+    return out
+
+
+def test_two_processes_keep_identical_weights(tiny_paths, ddp_run):
+    out = ddp_run
     ranks = [weights(out / f"rank{i}.safetensors") for i in range(2)]
     assert ranks[0].keys() == ranks[1].keys()
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     start = weights(tiny_paths["base"])  # the trained weights moved away from the start
     assert any(not torch.equal(ranks[0][k], start[k]) for k in ranks[0] if k in start)
     assert len(history(out)) == 3  # one log line per step, from the main process only
+
+
+def test_gradient_accumulation_equals_the_mean_loss_of_its_samples(tiny_paths, data, ddp_run,
+                                                                   tmp_path):
+    """--gradient_accumulation_steps 2 on one process: each update is one step on the mean loss
+    of two samples, which is what two data-parallel processes with one sample each compute
+    (the same samples and draws): the same weights, also after a resume from the middle."""
+    over = dict(dataset_repeat=2, max_train_steps=3, save_steps=3, gradient_accumulation_steps=2)
+    with one_thread():  # as each of the two processes: the same kernels, the same bits
+        run(config(tiny_paths, data, tmp_path / "acc", **over))
+        run(config(tiny_paths, data, tmp_path / "half", **dict(over, max_train_steps=2)))
+        run(config(tiny_paths, data, tmp_path / "half",
+                   **dict(over, resume_from_checkpoint="latest")))
+    for kind in ("base", "reg"):
+        ref = weights(ddp_run / f"latest_{kind}.safetensors")
+        for folder in ("acc", "half"):
+            got = weights(tmp_path / folder / f"latest_{kind}.safetensors")
+            assert got.keys() == ref.keys()
+            for k in ref:
+                assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=0), (folder, kind, k)
+    start = weights(tiny_paths["base"])
+    assert any(not torch.equal(ref[k], start[k]) for k in ref if k in start)
+    for a, b in zip(history(ddp_run), history(tmp_path / "acc")):  # the mean of both samples
+        assert a["loss_l2"] == pytest.approx(b["loss_l2"], rel=1e-5)

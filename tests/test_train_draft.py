@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from test_train_base import data, history, override, weights  # noqa: F401 (fixture)
+from test_train_base import data, history, one_thread, override, weights  # noqa: F401 (fixture)
 
 
 def draft_config(tiny_paths, data, out, **over):
@@ -163,6 +163,9 @@ def test_resume_equals_uninterrupted(tiny_paths, data, tmp_path):  # noqa: F811
 
 
 def test_two_processes_keep_identical_weights(tiny_paths, data, tmp_path):  # noqa: F811
+    """Two processes keep identical weights; and --gradient_accumulation_steps 2 on one process
+    (each of the three updates per step on the mean loss of two samples, as the two processes
+    compute it) gives the same weights, also after a resume from the middle."""
     out = tmp_path / "ddp"
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
             "--master_port", str(29900 + os.getpid() % 90), str(ROOT / "train_draft.py"),
@@ -182,3 +185,15 @@ def test_two_processes_keep_identical_weights(tiny_paths, data, tmp_path):  # no
     assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
     start = weights(tiny_paths["draft"])
     assert any(not torch.equal(ranks[0][k], start[k].float()) for k in ranks[0] if k in start)
+    over = dict(dataset_repeat=2, max_train_steps=2, save_steps=2, gradient_accumulation_steps=2)
+    with one_thread():  # as each of the two processes: the same kernels, the same bits
+        run(draft_config(tiny_paths, data, tmp_path / "acc", **over))
+        run(draft_config(tiny_paths, data, tmp_path / "half", **dict(over, max_train_steps=1)))
+        run(draft_config(tiny_paths, data, tmp_path / "half",
+                         **dict(over, resume_from_checkpoint="latest")))
+    ref = weights(out / "latest_draft.safetensors")
+    for folder in ("acc", "half"):
+        got = weights(tmp_path / folder / "latest_draft.safetensors")
+        assert got.keys() == ref.keys()
+        for k in ref:
+            assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=0), (folder, k)

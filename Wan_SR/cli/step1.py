@@ -16,6 +16,7 @@ from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, SamplingOp
 from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
                      check_input_dir, check_writable_dir, options_from_args, same_folder,
                      setup_from_args)
+from .release import add_release_options, check_release_options
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="inference_step_1.py", description=__doc__,
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(pixel windows only); with tags, the tagger and the text encoder wait "
                          "on the CPU between clips")
     add_log_args(p)
+    add_release_options(p, "inference_step_1.py")
     return p
 
 
@@ -121,6 +123,7 @@ def validate(parser, args):
     Returns (inputs, outputs)."""
     from Wan_SR.data import video_io
 
+    check_release_options(parser, args, "inference_step_1.py")
     for cls in (SamplingOptions, WindowOptions, FusionOptions, OutputOptions):
         try:
             options_from_args(cls, args).validate()

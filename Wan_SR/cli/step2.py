@@ -18,6 +18,7 @@ from Wan_SR.core.options import (FusionOptions, OutputOptions, SplitOptions, Win
 from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
                      check_input_dir, check_writable_dir, options_from_args, same_folder,
                      setup_from_args)
+from .release import add_release_options, check_release_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                 SplitOptions)
     add_device_arg(p)
     add_log_args(p)
+    add_release_options(p, "inference_step_2.py")
     return p
 
 
@@ -57,6 +59,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_from_args(args)
+    check_release_options(parser, args, "inference_step_2.py")
     windows, fusion = options_from_args(WindowOptions, args), options_from_args(FusionOptions, args)
     out = options_from_args(OutputOptions, args)
     for o in (windows, fusion, out):

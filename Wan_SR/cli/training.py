@@ -8,19 +8,33 @@ from pathlib import Path
 
 from .common import (HelpFormatter, add_log_args, add_options, options_from_args,
                      parse_float_list, setup_from_args)
+from .release import add_release_options, check_release_options
 
 
 REPORTERS = ("tensorboard", "wandb", "swanlab", "none")
 
 
+# The release's --deg_file_path value (a name inside its Wan_SR/degradation/): the chain its code
+# really runs with that file is config/degradation_pssr.yml here.
+RELEASE_DEG_FILE = "params_realesrgan.yml"
+
+
 def resolve_config_path(path) -> Path:
     """A relative config path that does not exist from here is looked up in the repository
-    (so the default config/degradation_pssr.yml works from any folder)."""
+    (so the default config/degradation_pssr.yml works from any folder); the release's
+    ``params_realesrgan.yml`` means config/degradation_pssr.yml (with a notice)."""
     p = Path(path)
     if p.is_absolute() or p.exists():
         return p
-    repo = Path(__file__).resolve().parents[2] / p
-    return repo if repo.exists() else p
+    repo = Path(__file__).resolve().parents[2]
+    if p.as_posix() == RELEASE_DEG_FILE:
+        import logging
+
+        logging.getLogger(__name__).info(
+            "--deg_file_path %s (the release's file): config/degradation_pssr.yml, the chain the "
+            "release runs with it", RELEASE_DEG_FILE)
+        return repo / "config" / "degradation_pssr.yml"
+    return repo / p if (repo / p).exists() else p
 
 
 def str2bool(v) -> bool:
@@ -34,7 +48,8 @@ def str2bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
-# Options of the published parser that the draft trainer does not use (no option does nothing).
+# Options the draft trainer does not use: the release's parser has most of them, so they are
+# added back by add_release_options, each with its notice (none is silently ignored).
 DRAFT_SKIPS = {"ModelOptions": ("lora_rank", "lora_target_modules", "load_model_base_from",
                                 "load_model_reg_from"),
                "LossOptions": ("alpha_reg", "cfg_scale", "negative_prompt", "start_adv_step",
@@ -57,6 +72,7 @@ def add_training_options(p: argparse.ArgumentParser, trainer: str = "base") -> N
                     types={"timestep_draft_list": parse_float_list})
     p.add_argument("--checkpointing_steps", dest="save_steps", type=int,
                    help="same as --save_steps")
+    add_release_options(p, f"train_{trainer}.py")
 
 
 def training_parser(trainer: str, description: str) -> argparse.ArgumentParser:
@@ -93,7 +109,7 @@ def validate(parser, cfg, trainer: str = "base") -> None:
     from Wan_SR.data.dataset import DatasetError, VideoDataset, valid_num_frames
     from Wan_SR.models.tagger import will_tag
     from Wan_SR.models.text import PromptEncoder
-    from Wan_SR.models.wan import MissingWeightsError, missing_files, resolve_wan_files
+    from Wan_SR.models.wan import MissingWeightsError, missing_files
 
     d, m, o, opt, out = cfg.data, cfg.model, cfg.loss, cfg.optim, cfg.out
     if not d.dataset_base_path:
@@ -105,6 +121,10 @@ def validate(parser, cfg, trainer: str = "base") -> None:
             parser.error(f"--{name} must be positive")
     if opt.num_epochs < 1 or (opt.max_train_steps is not None and opt.max_train_steps < 1):
         parser.error("--num_epochs and --max_train_steps must be >= 1")
+    if opt.gradient_accumulation_steps < 1:
+        parser.error("--gradient_accumulation_steps must be >= 1")
+    if opt.collective_timeout <= 0:
+        parser.error("--collective_timeout must be positive")
     if out.save_steps < 1:
         parser.error("--save_steps must be >= 1")
     if m.lora_rank < 1:
@@ -154,6 +174,13 @@ def validate(parser, cfg, trainer: str = "base") -> None:
                           max_pixels=d.max_pixels, repeat=d.dataset_repeat, data_file_keys=keys)
     except (DatasetError, OSError, ValueError) as e:
         parser.error(str(e))
+    from Wan_SR.core.distributed import env_ranks
+
+    procs = env_ranks().size
+    if -(-len(ds) // procs) < opt.gradient_accumulation_steps:
+        parser.error(f"--gradient_accumulation_steps {opt.gradient_accumulation_steps}: an epoch "
+                     f"has only {-(-len(ds) // procs)} sample(s) per process ({len(ds)} samples, "
+                     f"{procs} process(es))")
     check_writable_dir(parser, out.output_path, "--output_path")
     if out.resume_from_checkpoint:
         from Wan_SR.training.checkpoints import find_state
@@ -181,8 +208,10 @@ def validate(parser, cfg, trainer: str = "base") -> None:
             parser.error(str(e))
         if not dr.timestep_draft_list:
             parser.error("--timestep_draft_list needs at least one timestep")
-    files = resolve_wan_files(m.wan_model_dir, m.dit_path, m.vae_path, m.umt5_path,
-                              m.tokenizer_path)
+    try:
+        files = m.wan_files()
+    except ValueError as e:
+        parser.error(str(e))
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=m.prompt_cache_dir)
     prompts = {r.prompt for r in ds.rows} | ({o.negative_prompt} if trainer == "base" else set())
     # tagged prompts are only known per sample: tagging needs the encoder
@@ -219,15 +248,35 @@ def validate(parser, cfg, trainer: str = "base") -> None:
                                   if len(lines) > 1 else lines[0])
 
 
+def resume_command(script: str, argv) -> str:
+    """The command line that continues this run from its newest saved state."""
+    import shlex
+
+    args, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--resume_from_checkpoint":
+            skip = True
+        elif not a.startswith("--resume_from_checkpoint="):
+            args.append(a)
+    return " ".join(shlex.quote(a) for a in
+                    ["python", script, *args, "--resume_from_checkpoint", "latest"])
+
+
 def run(parser: argparse.ArgumentParser, argv, trainer: str) -> int:
-    """Parse, check everything before a model loads, then train. Returns the exit status."""
-    args = parser.parse_args(argv)
-    setup_from_args(args)
-    cfg = config_from_args(args, trainer)
+    """Parse, check everything before a model loads, then train. Returns the exit status:
+    0 done, 1 the training stopped (unreadable data, interrupted), 2 bad options or files."""
     import logging
+    import sys
 
     from Wan_SR.models.wan import MissingWeightsError
 
+    args = parser.parse_args(argv)
+    setup_from_args(args)
+    script = f"train_{trainer}.py"
+    check_release_options(parser, args, script)
+    cfg = config_from_args(args, trainer)
     log = logging.getLogger(f"Wan_SR.cli.train_{trainer}")
     try:
         validate(parser, cfg, trainer)
@@ -238,7 +287,23 @@ def run(parser: argparse.ArgumentParser, argv, trainer: str) -> int:
         from Wan_SR.training.base import train_base as train
     else:
         from Wan_SR.training.draft import train_draft as train
-    res = train(cfg)
-    log.info("done: %d steps, %d update(s) skipped, checkpoints in %s", res["step"],
+    from Wan_SR.training.engine import TrainingDataError, TrainingInterrupted
+
+    try:
+        res = train(cfg)
+    except TrainingInterrupted as e:
+        saved = f"the last saved state is step {e.saved}; resume with: " + resume_command(
+            script, sys.argv[1:] if argv is None else argv) if e.saved is not None else \
+            "nothing saved yet (the first save is at --save_steps)"
+        log.error("interrupted at step %d: %s", e.step, saved)
+        return 130
+    except KeyboardInterrupt:
+        log.error("interrupted before the first step: nothing trained")
+        return 130
+    except TrainingDataError as e:
+        log.error("%s", e)
+        return 1
+    empty = f", {res['empty_steps']} with no readable sample" if res.get("empty_steps") else ""
+    log.info("done: %d steps%s, %d update(s) skipped, checkpoints in %s", res["step"], empty,
              res["nan_skipped"], res["output"])
     return 0

@@ -16,6 +16,9 @@ The loops need three things from here:
 - :func:`ordered_parts`: one result (the frames of one video) made in parts by all processes
   and handed in order to the main process, the one that writes it.
 
+:class:`Watchdog` turns a hang (a collective that some process never joins) into an error that
+names the work and the process (the trainers' ``--collective_timeout``).
+
 The process group uses gloo, also on GPUs: every message is a small object or uint8 frames that
 are on the host anyway (the writers need them there). Its time limit (``PSSR_DIST_TIMEOUT``
 seconds, default 2 hours) is a last resort: a failure is reported to every process instead
@@ -23,10 +26,13 @@ seconds, default 2 hours) is a last resort: a failure is reported to every proce
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import pickle
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
@@ -347,3 +353,36 @@ def _receive(src: int) -> Iterator:
                 dist.recv(torch.from_numpy(a), src=src)
             item[key] = a
         yield item
+
+
+# ------------------------------------------------------------------ hangs
+
+class Watchdog:
+    """``with dog.watch("step 12", seconds):`` around work that must end within ``seconds`` (a
+    training step, whose collectives wait for every process). If it does not, the process writes
+    one line naming the work and the process to standard error and exits with status 3, so the
+    launcher (torchrun, accelerate launch) stops the others: an error instead of a silent hang
+    of every process (a process that waits in a collective cannot be interrupted otherwise)."""
+
+    EXIT_STATUS = 3
+
+    def __init__(self, option: str = "--collective_timeout"):
+        self.option = option
+
+    @contextlib.contextmanager
+    def watch(self, what: str, seconds: float):
+        timer = threading.Timer(float(seconds), self._fire, args=(what, seconds))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
+    def _fire(self, what: str, seconds: float) -> None:
+        r = env_ranks()
+        sys.stderr.write(f"ERROR {what}, process {r.rank} of {r.size}: not done after {seconds:g} s "
+                         f"({self.option}): another process failed or stopped, or a collective "
+                         "hangs; stopping\n")
+        sys.stderr.flush()
+        os._exit(self.EXIT_STATUS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Iterator
 
@@ -60,7 +61,8 @@ def save_safetensors_atomic(path: str | os.PathLike, state_dict: dict, metadata:
 
 
 def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
-    """Remove ``.*.partial*`` files left in ``folder`` by a killed run whose process is gone."""
+    """Remove ``.*.partial*`` files (and folders) left in ``folder`` by a killed run whose
+    process is gone."""
     folder = Path(folder)
     removed = []
     if not folder.is_dir():
@@ -71,7 +73,10 @@ def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
         if pid is not None and pid != os.getpid() and _alive(pid):
             continue
         try:
-            f.unlink()
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink()
             removed.append(f)
         except OSError:
             pass

@@ -108,9 +108,15 @@ class SamplingOptions:
     k_select: Optional[float] = opt(None, "draft block rule: block i is kept when i %% k == k - 1 "
                                           "(1.5 or 3: every third block); default: what the "
                                           f"draft file records, else {DEFAULT_K_SELECT}")
+    denoising_strength: float = opt(1.0, "start of the sigma grid the timesteps are looked up on, "
+                                         "as in the release's scheduler: sigma_max = this "
+                                         "(0 < d <= 1; 1 = the published grid)")
 
     def validate(self) -> None:
         validate_timesteps(self.timestep_base, self.timestep_draft_list)
+        if not 0 < self.denoising_strength <= 1:
+            raise ValueError(f"--denoising_strength must lie in (0, 1], got "
+                             f"{self.denoising_strength:g}")
         if self.k_select is not None and self.k_select < 1:
             raise ValueError(f"--k_select must be >= 1, got {self.k_select}")
         if self.cfg_scale <= 0:

@@ -25,9 +25,14 @@ transfer 4x smaller than float; the trainer does ``x.float() / 255`` on the GPU 
 ``prompt``, ``name`` (the row's ``video`` value), ``index``, ``start`` (first frame).
 
 Bad rows never stop an epoch: rows that are malformed (no ``video``, unknown extension,
-missing file) are dropped when the dataset is built (:attr:`VideoDataset.bad_rows`); rows that
-fail when read give a sample ``{"error": reason, "name": ...}`` that :func:`collate_clips` moves
-into the batch's ``skipped`` list; :class:`SkipReport` counts them in the training process.
+missing file) are dropped when the dataset is built (:attr:`VideoDataset.bad_rows`); a row that
+fails when read is replaced by the next readable row (rows ``index+1, index+2, ...``, at most
+:data:`MAX_TRIES` rows in all), read with the generator of the original index, so every sample
+index gives a clip (the same one every time: a resumed run repeats an uninterrupted one, and
+several processes never disagree on whether a step has a sample). The failed rows ride along in
+the sample (``replaced``: ``[(name, reason), ...]``); only when :data:`MAX_TRIES` rows in a row
+fail is the sample ``{"error": reason, "name": ...}``. :func:`collate_clips` gathers both into the
+batch's ``skipped`` list and :class:`SkipReport` counts them in the training process.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 TIME_DIVISION, TIME_REMAINDER = 4, 1
 SIZE_DIVISION = 16
 DEFAULT_MAX_PIXELS = 1280 * 720
+MAX_TRIES = 16  # rows tried for one sample before it is given up
 
 
 class DatasetError(ValueError):
@@ -194,7 +200,8 @@ class VideoDataset(torch.utils.data.Dataset):
                  num_frames: int = 81, height: Optional[int] = None, width: Optional[int] = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, repeat: int = 1, seed: int = 0,
                  data_file_keys: Sequence[str] = ("video", "LQ_video"),
-                 default_prompt: str = DEFAULT_PROMPT, dtype: torch.dtype = torch.uint8):
+                 default_prompt: str = DEFAULT_PROMPT, dtype: torch.dtype = torch.uint8,
+                 quiet: bool = False):
         if not valid_num_frames(num_frames):
             raise DatasetError(f"--num_frames must be 4n+1 (1, 5, 9, ..., 33, ..., 81), got "
                                f"{num_frames}")
@@ -211,10 +218,10 @@ class VideoDataset(torch.utils.data.Dataset):
             raise DatasetError(f"--dataset_repeat must be >= 1, got {repeat}")
         if dtype not in (torch.uint8, torch.float32):
             raise DatasetError("dtype must be torch.uint8 or torch.float32")
-        unknown = [k for k in data_file_keys if k not in ("video", "LQ_video")]
+        unknown = [k for k in data_file_keys if k not in ("video", "LQ_video", "image")]
         if "video" not in data_file_keys or unknown:
-            raise DatasetError(f"--data_file_keys must include 'video' and may add 'LQ_video'; "
-                               f"got {list(data_file_keys)}")
+            raise DatasetError(f"--data_file_keys must include 'video' and may add 'LQ_video' "
+                               f"(and the release's 'image'); got {list(data_file_keys)}")
         self.base = Path(base_path)
         if not self.base.is_dir():
             raise DatasetError(f"--dataset_base_path is not a folder: {self.base}")
@@ -236,15 +243,19 @@ class VideoDataset(torch.utils.data.Dataset):
                 self.bad_rows.append(row)
             else:
                 self.rows.append(row)
+        warn, info = (log.debug, log.debug) if quiet else (log.warning, log.info)
+        if "image" in data_file_keys:
+            info("--data_file_keys: 'image' has no effect (the release loads that column but "
+                 "its training never uses it; images go in the 'video' column)")
         if self.bad_rows:
-            log.warning("%s: %d bad row(s) skipped: %s", source, len(self.bad_rows),
-                        "; ".join(map(str, self.bad_rows[:10]))
-                        + (" ..." if len(self.bad_rows) > 10 else ""))
+            warn("%s: %d bad row(s) skipped: %s", source, len(self.bad_rows),
+                 "; ".join(map(str, self.bad_rows[:10]))
+                 + (" ..." if len(self.bad_rows) > 10 else ""))
         if not self.rows:
             raise DatasetError(f"{source}: no usable rows ({len(self.bad_rows)} bad)")
         n_default = sum(r.prompt == default_prompt for r in self.rows)
-        log.info("%s: %d clips (x%d repeat), %d with the default prompt", source,
-                 len(self.rows), repeat, n_default)
+        info("%s: %d clips (x%d repeat), %d with the default prompt", source, len(self.rows),
+             repeat, n_default)
 
     def _check_row(self, label: str, r: Any):
         if not isinstance(r, dict):
@@ -278,13 +289,19 @@ class VideoDataset(torch.utils.data.Dataset):
         return len(self.rows) * self.repeat
 
     def __getitem__(self, index: int) -> dict:
-        row = self.rows[index % len(self.rows)]
-        try:
-            return self._load(row, index)
-        except Exception as e:  # noqa: BLE001 - a bad file must never stop an epoch
-            reason = str(e) or type(e).__name__
-            log.debug("skipping %s: %s", row.name, reason)
-            return {"error": reason, "name": row.name, "index": index}
+        failed: list[tuple[str, str]] = []
+        for k in range(min(len(self.rows), MAX_TRIES)):
+            row = self.rows[(index + k) % len(self.rows)]
+            try:
+                sample = self._load(row, index)
+            except Exception as e:  # noqa: BLE001 - a bad file must never stop an epoch
+                failed.append((row.name, str(e) or type(e).__name__))
+                log.debug("cannot read %s: %s", *failed[-1])
+                continue
+            sample["replaced"] = failed
+            return sample
+        return {"error": f"{len(failed)} row(s) in a row cannot be read", "name": failed[0][0],
+                "index": index, "replaced": failed}
 
     def _load(self, row: Row, index: int) -> dict:
         rng = clip_generator(self.seed, self.epoch, index)
@@ -327,10 +344,12 @@ def _stack_or_list(items: list):
 def collate_clips(samples: list[dict]) -> dict:
     """Batch of samples: ``video`` (B, T, 3, H, W) when all clips have one shape, else a list of
     tensors; ``LQ_video`` likewise, None when no sample has one (a list with None entries when
-    only some do); ``prompt``, ``name``, ``index``, ``start`` lists; ``skipped``: (name, reason)
-    of the samples that failed (a batch may hold no clip at all: ``len(batch["name"]) == 0``)."""
+    only some do); ``prompt``, ``name``, ``index``, ``start`` lists; ``skipped``: (name, reason,
+    what replaced it or None) of every row that failed (a batch may hold no clip at all:
+    ``len(batch["name"]) == 0``)."""
     good = [s for s in samples if "error" not in s]
-    skipped = [(s["name"], s["error"]) for s in samples if "error" in s]
+    skipped = [(n, r, None if "error" in s else s["name"])
+               for s in samples for n, r in s.get("replaced", [])]
     lqs = [s["LQ_video"] for s in good]
     if all(x is None for x in lqs):
         lq = None
@@ -350,8 +369,9 @@ class SkipReport:
     skipped: list = field(default_factory=list)
 
     def add(self, batch: dict) -> int:
-        for name, reason in batch.get("skipped", []):
-            log.warning("skipped sample %s: %s", name, reason)
+        for name, reason, instead in batch.get("skipped", []):
+            log.warning("skipped sample %s: %s%s", name, reason,
+                        f" (replaced by {instead})" if instead else "")
             self.skipped.append((name, reason))
         return len(batch.get("skipped", []))
 

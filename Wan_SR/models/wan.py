@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -73,15 +73,97 @@ class WanFiles:
 
 def resolve_wan_files(wan_model_dir: Optional[str] = None, dit_path: Optional[str] = None,
                       vae_path: Optional[str] = None, umt5_path: Optional[str] = None,
-                      tokenizer_path: Optional[str] = None) -> WanFiles:
-    """Paths of the Wan2.1 files: explicit paths win, else ``wan_model_dir/<official name>``."""
+                      tokenizer_path: Optional[str] = None,
+                      model_paths: Sequence[str | os.PathLike] = ()) -> WanFiles:
+    """Paths of the Wan2.1 files: explicit paths win, then the files of ``model_paths`` (any
+    names; each classified by its keys, :func:`classify_wan_file`), else
+    ``wan_model_dir/<official name>``. The tokenizer: ``tokenizer_path``, else the
+    ``google/umt5-xxl`` folder beside a text encoder found in ``model_paths``, else in
+    ``wan_model_dir``."""
     d = Path(wan_model_dir) if wan_model_dir else Path("dependent_models/Wan2.1-T2V-1.3B")
+    found: dict[str, Path] = {}
+    for p in map(Path, model_paths):
+        kind = classify_wan_file(p)
+        if kind in found and found[kind] != p:
+            raise ValueError(f"--model_paths: {found[kind]} and {p} are both {kind} files (a "
+                             "sharded model is not supported)")
+        found[kind] = p
+    tok = found["t5"].parent / WAN_TOKENIZER_DIR if "t5" in found else d / WAN_TOKENIZER_DIR
     return WanFiles(
-        dit=Path(dit_path) if dit_path else d / WAN_DIT_FILE,
-        vae=Path(vae_path) if vae_path else d / WAN_VAE_FILE,
-        t5=Path(umt5_path) if umt5_path else d / WAN_T5_FILE,
-        tokenizer=Path(tokenizer_path) if tokenizer_path else d / WAN_TOKENIZER_DIR,
+        dit=Path(dit_path) if dit_path else found.get("dit", d / WAN_DIT_FILE),
+        vae=Path(vae_path) if vae_path else found.get("vae", d / WAN_VAE_FILE),
+        t5=Path(umt5_path) if umt5_path else found.get("t5", d / WAN_T5_FILE),
+        tokenizer=Path(tokenizer_path) if tokenizer_path else tok,
     )
+
+
+# the key that tells each Wan2.1 file apart (sizes are read later, from the state dicts)
+_WAN_KINDS = (("dit", "blocks.0.self_attn.q.weight"), ("vae", "encoder.conv1.weight"),
+              ("t5", "token_embedding.weight"))
+
+
+def classify_wan_file(path: str | os.PathLike) -> str:
+    """``dit``, ``vae`` or ``t5``: what a Wan2.1 weight file holds, read off its keys (a
+    safetensors header, or a ``.pth`` memory-mapped), whatever its name. Raises
+    :class:`MissingWeightsError` for a missing file and ``ValueError`` for another file."""
+    p = require_file(path, "model file (--model_paths)")
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            keys = set(f.keys())
+    else:
+        try:
+            sd = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(f"{p}: not a readable weight file ({e})") from None
+        keys = set((sd.get("model_state", sd) if isinstance(sd, dict) else {}).keys())
+    for kind, key in _WAN_KINDS:
+        if key in keys:
+            return kind
+    raise ValueError(f"{p}: not a Wan2.1 DiT, VAE or umT5 text encoder file (none of the keys "
+                     f"{', '.join(k for _, k in _WAN_KINDS)})")
+
+
+def parse_model_paths(text: Optional[str]) -> list[Path]:
+    """``--model_paths`` as the release reads it: a JSON list of file paths."""
+    import json
+
+    if not text:
+        return []
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--model_paths must be a JSON list of paths, e.g. '[\"a.safetensors\"]'"
+                         f" ({e.msg})") from None
+    if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+        raise ValueError("--model_paths must be a JSON list of file paths (the Wan2.1-T2V-1.3B "
+                         "files are single files, not lists of shards)")
+    return [Path(v) for v in val]
+
+
+def resolve_model_ids(text: Optional[str], root: str | os.PathLike = "./models") -> list[Path]:
+    """``--model_id_with_origin_paths`` ("Wan-AI/Wan2.1-T2V-1.3B:diffusion_pytorch_model*
+    .safetensors,...") as the files DiffSynth would have downloaded into ``root/<model id>/``.
+    Nothing is downloaded: a pattern that matches no local file raises
+    :class:`MissingWeightsError` naming the folder and the source."""
+    out: list[Path] = []
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        if ":" not in item:
+            raise ValueError(f"--model_id_with_origin_paths: {item!r} is not <model id>:<file "
+                             "pattern>")
+        model_id, pattern = (s.strip() for s in item.split(":", 1))
+        folder = Path(root) / model_id
+        hits = sorted(folder.glob(pattern))
+        if not hits:
+            raise MissingWeightsError(
+                f"missing {pattern} in {folder} (--model_id_with_origin_paths; nothing is "
+                f"downloaded here: get it from https://huggingface.co/{model_id} into that "
+                "folder, or give --wan_model_dir)")
+        out += hits
+    return out
 
 
 def load_safetensors(path: str | os.PathLike, device="cpu") -> tuple[dict, dict]:

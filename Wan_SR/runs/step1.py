@@ -374,6 +374,7 @@ def restore_settings(pipe, opts: RestoreOptions) -> dict:
         "sampling": {"timestep_base": cfg.timestep_base,
                      "timestep_draft_list": list(cfg.timestep_draft_list),
                      "k_select": cfg.k_select, "cfg_scale": cfg.cfg_scale,
+                     "denoising_strength": cfg.denoising_strength,
                      "dtype": str(pipe.dtype).replace("torch.", ""),
                      "prompt": getattr(pipe, "prompt", None)},
         "windows": dataclasses.asdict(opts.windows),

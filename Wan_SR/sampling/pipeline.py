@@ -31,12 +31,14 @@ class SamplingConfig:
     timestep_draft_list: Sequence[float] = tuple(_S.timestep_draft_list)
     k_select: float = _S.k_select
     cfg_scale: float = _S.cfg_scale
+    denoising_strength: float = _S.denoising_strength
     record_blocks: list = field(default_factory=list)
 
     @classmethod
     def from_options(cls, o: SamplingOptions) -> "SamplingConfig":
         return cls(timestep_base=o.timestep_base, timestep_draft_list=tuple(o.timestep_draft_list),
-                   k_select=o.k_select, cfg_scale=o.cfg_scale)
+                   k_select=o.k_select, cfg_scale=o.cfg_scale,
+                   denoising_strength=o.denoising_strength)
 
 
 def padded_shape(T: int, H: int, W: int, multiple: int = 16) -> tuple[int, int, int]:
@@ -82,7 +84,7 @@ class PSSRPipeline:
         if not config.record_blocks:
             k = DEFAULT_K_SELECT if config.k_select is None else config.k_select
             config.record_blocks = select_blocks(len(base_dit.blocks), k)
-        self.timeline = FlowTimeline()
+        self.timeline = FlowTimeline(sigma_max=config.denoising_strength)
         self.attention = attention
         self.channels_last = False
         self.vae_tiles = None        # (tile, stride) in latent pixels when VAE tiling is on

@@ -27,9 +27,10 @@ from Wan_SR.models.wan import vae_decode
 from Wan_SR.sampling.speculative import base_step
 from Wan_SR.sampling.timeline import FlowTimeline
 from . import losses
-from .discriminator import (LatentDiscriminator, discriminator_hinge_loss, feature_matching_loss,
+from .discriminator import (DiscriminatorLoss, LatentDiscriminator, feature_matching_loss,
                             generator_adv_loss)
 from .engine import Session, adamw, warmup_scheduler
+from .losses import zero_loss
 from .models import build_base, build_regulariser, trainable_parameters
 from .options import DataOptions, LossOptions, ModelOptions, OptimOptions, OutputOptions
 
@@ -136,7 +137,11 @@ class RegulariserLoss(torch.nn.Module):
         self.dit_update, self.timeline, self.checkpointing = dit_update, timeline, checkpointing
         self.weights = timeline.training_weights()
 
-    def forward(self, x0, context, t_value: float, noise) -> torch.Tensor:
+    def forward(self, x0, context, t_value: float, noise, active: bool = True) -> torch.Tensor:
+        """The loss; ``active=False``: a zero loss that reaches every trainable parameter (a
+        sample that cannot have it while another sample of the step can)."""
+        if not active:
+            return zero_loss(p for p in self.parameters() if p.requires_grad)
         t = self.timeline.timestep(t_value, dtype=x0.dtype, device=x0.device)
         i = self.timeline.index(t)
         s = float(self.timeline.sigmas[i])
@@ -200,60 +205,72 @@ def train_base(cfg: BaseTrainConfig, inject_nan_at: tuple = ()) -> dict:
         sched_reg = warmup_scheduler(opt_reg, opt.lr_warmup_steps)
         reg_mod, opt_reg = acc.prepare(reg_mod, opt_reg)
         acc.register_for_checkpointing(sched_reg)
-    opt_disc = None
+    disc_mod = opt_disc = None
     if disc is not None:
+        disc_mod = DiscriminatorLoss(disc)
         opt_disc = torch.optim.AdamW(disc.parameters(), lr=opt.learning_rate_disc)
-        disc, opt_disc = acc.prepare(disc, opt_disc)
-        acc.unwrap_model(gen).frozen["discriminator"] = acc.unwrap_model(disc)
+        disc_mod, opt_disc = acc.prepare(disc_mod, opt_disc)
+        acc.unwrap_model(gen).frozen["discriminator"] = acc.unwrap_model(disc_mod).disc
     base_params = trainable_parameters(base)
     total = s.start()
 
     # ---------------------------------------------------------------- one step
-    def step_fn(step: int, batch: dict, g: torch.Generator) -> dict:
-        hq, z_h, z_l, context = s.encode(batch, g)
-        draws = draw_step(g, z_l.shape, timeline, z_l.dtype, o, pixel, dit_update is not None)
+    def step_fn(step: int, batches: list, gens: list) -> list:
+        """One update of each model from the step's micro-batches (gradients summed)."""
         adversarial = disc is not None and step > o.start_adv_step
-        with acc.autocast():
-            res = gen(z_l, z_h, hq, context, negative, draws, adversarial)
-        loss = weighted_total(res, o, adversarial)
-        if step in inject_nan_at:
-            loss = loss * float("nan")
-        s.update(loss, base_params, opt_base, sched_base, step, "base")
-        x0 = res.pop("x0").detach()
-        logs = {k: float(v.detach().float()) for k, v in res.items()}
-        logs["loss"] = float(loss.detach().float())
-        multi_frame = x0.shape[2] > 1
-        if opt_disc is not None and multi_frame:
-            logs["loss_discriminator"] = _disc_update(acc, disc, opt_disc, z_h, x0)
-        if reg_mod is not None and multi_frame:
-            opt_reg.zero_grad(set_to_none=True)
-            with acc.autocast():
-                loss_diff = reg_mod(x0, context, draws.diff_t, draws.diff_noise)
-            s.update(loss_diff, trainable_parameters(dit_update), opt_reg, sched_reg, step,
-                     "regulariser")
-            logs["loss_diff"] = float(loss_diff.detach())
-        return logs
+        done = []
+        for batch, g in zip(batches, gens):  # 1. the base
+            hq, z_h, z_l, context = s.encode(batch, g)
+            draws = draw_step(g, z_l.shape, timeline, z_l.dtype, o, pixel,
+                              dit_update is not None)
+            with s.micro_batch(gen):
+                with acc.autocast():
+                    res = gen(z_l, z_h, hq, context, negative, draws, adversarial)
+                loss = weighted_total(res, o, adversarial)
+                if step in inject_nan_at:
+                    loss = loss * float("nan")
+                s.backward(loss, base_params, step, "base")
+            x0 = res.pop("x0").detach()
+            logs = {k: float(v.detach().float()) for k, v in res.items()}
+            logs["loss"] = float(loss.detach().float())
+            done.append((x0, z_h, context, draws, logs))
+        s.apply(base_params, opt_base, sched_base, step, "base")
+        # 2. the discriminator and 3. the regulariser DiT learn from clips of more than one
+        # latent frame; when any process has one, every process takes part (zero loss for the
+        # others), so the processes' gradient exchanges stay in step
+        multi = [x0.shape[2] > 1 for x0, *_ in done]
+        later = s.any_process(any(multi))
+        if disc_mod is not None and later:
+            params = list(acc.unwrap_model(disc_mod).parameters())
+            for (x0, z_h, _, _, logs), ok in zip(done, multi):
+                with s.micro_batch(disc_mod):
+                    with acc.autocast():
+                        loss_d = disc_mod(z_h, x0, active=ok)
+                    s.backward(loss_d, params, step, "discriminator")
+                if ok:
+                    logs["loss_discriminator"] = float(loss_d.detach())
+            s.apply(params, opt_disc, None, step, "discriminator")
+        if reg_mod is not None and later:
+            params = trainable_parameters(dit_update)
+            for (x0, _, context, draws, logs), ok in zip(done, multi):
+                with s.micro_batch(reg_mod):
+                    with acc.autocast():
+                        loss_diff = reg_mod(x0, context, draws.diff_t, draws.diff_noise, ok)
+                    s.backward(loss_diff, params, step, "regulariser")
+                if ok:
+                    logs["loss_diff"] = float(loss_diff.detach())
+            s.apply(params, opt_reg, sched_reg, step, "regulariser")
+        return [logs for *_, logs in done]
 
     def save_fn(step: int) -> None:
         parts = {"base": export_base_state_dict(acc.unwrap_model(gen).base)}
         if reg_mod is not None:
             parts["reg"] = export_base_state_dict(acc.unwrap_model(reg_mod).dit_update)
-        if disc is not None:
+        if disc_mod is not None:
             parts["discriminator"] = {k: v.detach().cpu() for k, v in
-                                      acc.unwrap_model(disc).state_dict().items()}
+                                      acc.unwrap_model(disc_mod).disc.state_dict().items()}
         s.save_weights(step, parts, {"lora_rank": m.lora_rank, "trainer": "train_base"})
 
     result = s.loop(total, step_fn, save_fn)
     s.dump_rank_weights(export_base_state_dict(acc.unwrap_model(gen).base))
     return result
-
-
-def _disc_update(acc, disc, opt_disc, z_h, x0) -> float:
-    opt_disc.zero_grad(set_to_none=True)
-    with acc.autocast():
-        real, fake = disc(z_h), disc(x0)
-        loss = discriminator_hinge_loss(real.float(), fake.float())
-    acc.backward(loss)
-    opt_disc.step()
-    opt_disc.zero_grad(set_to_none=True)
-    return float(loss.detach())

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from Wan_SR.core.files import save_safetensors_atomic
+from Wan_SR.core.files import (PARTIAL_TAG, remove_stale_partials as _remove,
+                               save_safetensors_atomic)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,14 @@ def state_folder(output: Path, step: int) -> Path:
 
 
 def save_state(accelerator, output: Path, step: int, trainer_state: dict) -> Optional[Path]:
-    """``accelerator.save_state`` into a temporary folder, renamed when complete (main process);
-    keeps the newest :data:`KEEP_STATES` folders."""
+    """``accelerator.save_state`` into a hidden temporary folder (``.step-N.<pid>.partial``, the
+    main process's pid, shared by every process), renamed when complete; keeps the newest
+    :data:`KEEP_STATES` folders."""
     final = state_folder(output, step)
-    tmp = final.with_name(final.name + ".partial")
+    from Wan_SR.core.distributed import all_gather
+
+    pid = all_gather(os.getpid())[0]  # the main process names the folder
+    tmp = final.with_name(f".{final.name}.{pid}{PARTIAL_TAG}")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
@@ -56,7 +61,7 @@ def save_state(accelerator, output: Path, step: int, trainer_state: dict) -> Opt
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        old = sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".partial"))
+        old = sorted(final.parent.glob("step-*"))
         for p in old[:-KEEP_STATES]:
             shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -72,7 +77,7 @@ def find_state(output: Path, which: str) -> Path:
                                     f"(no {TRAINER_STATE})")
         return p
     found = sorted(p for p in (output / STATE_DIR).glob("step-*")
-                   if (p / TRAINER_STATE).is_file() and not p.name.endswith(".partial"))
+                   if (p / TRAINER_STATE).is_file())
     if not found:
         raise FileNotFoundError(f"--resume_from_checkpoint latest: no saved state in "
                                 f"{output / STATE_DIR}")
@@ -84,3 +89,11 @@ def load_state(accelerator, folder: Path) -> dict:
     state = json.loads((folder / TRAINER_STATE).read_text())
     log.info("resumed from %s (step %d)", folder, state["step"])
     return state
+
+
+def remove_stale_partials(output: Path) -> None:
+    """Remove what a killed earlier run left half-written in ``output`` (temporary weight files,
+    state folders) when the process that wrote it is gone (with a notice)."""
+    for folder in (output, output / STATE_DIR):
+        for f in _remove(folder):
+            log.info("removed %s, left by an interrupted earlier run", f)

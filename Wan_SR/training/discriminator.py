@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .losses import zero_loss
+
 logger = logging.getLogger(__name__)
 
 # torchvision's VGG16 ("D") configuration: conv widths per stage, "M" = 2x2 max-pool.
@@ -151,3 +153,20 @@ def discriminator_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
     The caller passes scores of detached fakes, so only D receives gradients.
     """
     return (F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()) / 2
+
+
+class DiscriminatorLoss(nn.Module):
+    """The discriminator's update as a module (the one accelerate prepares, so data-parallel
+    gradients are averaged): the hinge loss of real ``z_H`` against the (detached) base
+    prediction. ``active=False`` (a sample that cannot have it: a single latent frame, while
+    another sample of the step can) gives a zero loss that still reaches every parameter, so
+    every process takes part in the same gradient exchange."""
+
+    def __init__(self, disc: LatentDiscriminator):
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, z_h: torch.Tensor, x0: torch.Tensor, active: bool = True) -> torch.Tensor:
+        if not active:
+            return zero_loss(self.parameters())
+        return discriminator_hinge_loss(self.disc(z_h).float(), self.disc(x0).float())

@@ -4,10 +4,11 @@
    embeddings, the frozen VAE; the frozen base (the Wan DiT with ``--load_model_base_from``
    merged); the draft built from it (blocks chosen by ``--k_select``, fc layers passing the base
    feature through), the whole draft trainable in fp32;
-2. per batch: encode HQ and LQ once; the frozen base step under ``no_grad`` (the features of the
-   kept blocks and ``z_next``); then for each draft timestep a draft step from the current z,
-   ``alpha_l2 * mse(x0_k, z_H)`` + the pixel losses (a fresh crop per step), one optimiser step
-   per draft timestep, and z advanced with the stop-gradient Euler step;
+2. per step (``--gradient_accumulation_steps`` samples per process): encode HQ and LQ once; the
+   frozen base step under ``no_grad`` (the features of the kept blocks and ``z_next``); then for
+   each draft timestep a draft step of every sample from its current z, ``alpha_l2 * mse(x0_k,
+   z_H)`` + the pixel losses (a fresh crop per step), one optimiser step per draft timestep (the
+   samples' gradients summed), and each z advanced with the stop-gradient Euler step;
 3. log every batch, save ``latest_draft.safetensors`` (with k_select, block ids and the
    condition in its metadata) every ``--save_steps`` and at the end.
 """
@@ -115,28 +116,35 @@ def train_draft(cfg: DraftTrainConfig, inject_nan_at: tuple = ()) -> dict:
     params = trainable_parameters(draft)
     total = s.start()
 
-    def step_fn(step: int, batch: dict, g: torch.Generator) -> dict:
-        hq, z_h, z_l, context = s.encode(batch, g)
-        with torch.no_grad():
-            b = base_step(base, z_l, context, timeline, t_base=o.timestep_base, t_next=tlist[0],
-                          record_blocks=draft.block_ids)
-        cond, z = condition(z_l, dr.draft_condition), b.z_next
-        logs, total_loss = {}, 0.0
-        for k, t in enumerate(tlist):
+    def step_fn(step: int, batches: list, gens: list) -> list:
+        """One update per draft timestep from the step's micro-batches (gradients summed)."""
+        rolls = []
+        for batch, g in zip(batches, gens):  # the frozen base step of every micro-batch
+            hq, z_h, z_l, context = s.encode(batch, g)
+            with torch.no_grad():
+                b = base_step(base, z_l, context, timeline, t_base=o.timestep_base,
+                              t_next=tlist[0], record_blocks=draft.block_ids)
+            rolls.append(dict(hq=hq, z_h=z_h, hw=tuple(z_l.shape[-2:]), g=g, context=context,
+                              cond=condition(z_l, dr.draft_condition), features=b.features,
+                              z=b.z_next, logs={}, loss=0.0))
+        for k, t in enumerate(tlist):  # each micro-batch's draft roll-out, one update per step
             t_next = tlist[k + 1] if k + 1 < len(tlist) else 0.0
-            crop = losses.crop_box(tuple(z_l.shape[-2:]), o.pixel_crop, g) if pixel else None
-            with acc.autocast():
-                res, z_new = module(z, cond, context, b.features, t, t_next, z_h, hq, crop)
-            loss = weighted(res, o)
-            if step in inject_nan_at:
-                loss = loss * float("nan")
-            s.update(loss, params, optimizer, scheduler, step, f"draft step {k + 1}")
-            logs.update({f"{name}_draft_{k + 1}": float(v.detach().float())
-                         for name, v in res.items()})
-            total_loss += float(loss.detach())
-            z = z_new
-        logs["loss"] = total_loss / len(tlist)
-        return logs
+            for r in rolls:
+                crop = losses.crop_box(r["hw"], o.pixel_crop, r["g"]) if pixel else None
+                with s.micro_batch(module):
+                    with acc.autocast():
+                        res, z_new = module(r["z"], r["cond"], r["context"], r["features"], t,
+                                            t_next, r["z_h"], r["hq"], crop)
+                    loss = weighted(res, o)
+                    if step in inject_nan_at:
+                        loss = loss * float("nan")
+                    s.backward(loss, params, step, f"draft step {k + 1}")
+                r["logs"].update({f"{name}_draft_{k + 1}": float(v.detach().float())
+                                  for name, v in res.items()})
+                r["loss"] += float(loss.detach())
+                r["z"] = z_new
+            s.apply(params, optimizer, scheduler, step, f"draft step {k + 1}")
+        return [dict(r["logs"], loss=r["loss"] / len(tlist)) for r in rolls]
 
     def save_fn(step: int) -> None:
         path = checkpoints.weights_name(s.output, "draft", step, cfg.out.save_latest)

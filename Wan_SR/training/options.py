@@ -38,6 +38,14 @@ class ModelOptions:
     umt5_path: Optional[str] = opt(None, "override: the text encoder file (for prompts not in "
                                          "the prompt cache yet, and for tagged prompts)")
     tokenizer_path: Optional[str] = opt(None, "override: the umT5 tokenizer folder")
+    model_paths: Optional[str] = opt(None, "the release's alternative to --wan_model_dir: a JSON "
+                                           "list of the Wan2.1 files, e.g. '[\"a/dit.safetensors\", "
+                                           "\"a/vae.pth\"]' (any names: each is recognised by its "
+                                           "keys; files it leaves out come from --wan_model_dir)")
+    model_id_with_origin_paths: Optional[str] = opt(
+        None, "the release's 'model id:file pattern' list, e.g. Wan-AI/Wan2.1-T2V-1.3B:"
+              "diffusion_pytorch_model*.safetensors: the files are taken from ./models/<model "
+              "id>/, where DiffSynth downloads them (nothing is downloaded here)")
     prompt_cache_dir: Optional[str] = opt(None, "prompt embedding cache (default ~/.cache/ps_sr)")
     num_heads: Optional[int] = opt(None, "DiT attention heads when the file does not say")
     ram_path: Optional[str] = opt("dependent_models/ram_swin_large_14m.pth",
@@ -58,6 +66,15 @@ class ModelOptions:
     load_model_reg_from: Optional[str] = opt(None, "warm start: a regulariser checkpoint "
                                                    "(latest_reg.safetensors layout)")
 
+    def wan_files(self):
+        """The Wan2.1 files these options name (:func:`Wan_SR.models.wan.resolve_wan_files`)."""
+        from Wan_SR.models.wan import parse_model_paths, resolve_model_ids, resolve_wan_files
+
+        paths = parse_model_paths(self.model_paths) + resolve_model_ids(
+            self.model_id_with_origin_paths)
+        return resolve_wan_files(self.wan_model_dir, self.dit_path, self.vae_path, self.umt5_path,
+                                 self.tokenizer_path, model_paths=paths)
+
 
 @dataclass
 class LossOptions:
@@ -67,11 +84,12 @@ class LossOptions:
     alpha_pixel_l2: float = opt(1.0, "weight of the pixel mse on the decoded crop")
     alpha_pixel_lpips: float = opt(2.0, "weight of LPIPS(VGG) on the decoded crop")
     pixel_crop: int = opt(20, "side of the latent crop decoded for the pixel losses (x8 pixels)")
-    lpips_weights: Optional[str] = opt(None, "local LPIPS(VGG) weights, needed when "
-                                             "--alpha_pixel_lpips > 0 (never downloaded): a folder "
-                                             "holding torchvision's vgg16-397923af.pth and the "
-                                             "LPIPS v0.1 vgg.pth (or pyiqa's "
-                                             "LPIPS_v0.1_vgg-a78928a0.pth); README, 'Training'")
+    lpips_weights: Optional[str] = opt("dependent_models/lpips",
+                                       "local LPIPS(VGG) weights, needed when "
+                                       "--alpha_pixel_lpips > 0 (never downloaded): a folder "
+                                       "holding torchvision's vgg16-397923af.pth and the LPIPS "
+                                       "v0.1 vgg.pth (or pyiqa's LPIPS_v0.1_vgg-a78928a0.pth); "
+                                       "README, 'Training'")
     alpha_reg: float = opt(1.0, "weight of the regulariser (score distillation against the "
                                 "frozen DiT)")
     cfg_scale: float = opt(5.0, "classifier-free guidance of the frozen DiT in the regulariser")
@@ -95,6 +113,13 @@ class OptimOptions:
                                        "trainable weights and optimiser states stay fp32",
                                choices=("bf16", "fp16", "no"))
     gradient_checkpointing: bool = opt(True, "recompute DiT blocks in the backward (True/False)")
+    gradient_accumulation_steps: int = opt(1, "samples per process whose gradients are summed "
+                                              "into one update (accelerate's accumulation); "
+                                              "steps, --save_steps and --max_train_steps count "
+                                              "updates")
+    collective_timeout: float = opt(600.0, "seconds one sample of a step may take before the run "
+                                           "stops with an error naming the step and the process "
+                                           "(instead of every process hanging when one fails)")
 
 
 @dataclass
