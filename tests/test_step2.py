@@ -107,7 +107,7 @@ def test_imports_stay_light():
     code = ("import sys, inference_step_2, Wan_SR.runs.step2, Wan_SR.fusion; "
             "assert 'diffsynth' not in sys.modules, 'diffsynth imported'; "
             "h = inference_step_2.build_parser().format_help(); "
-            "assert '--consistent_dir' in h and '--skip_existing' in h and '--keep_temp' not in h; "
+            "assert '--consistent_dir' in h and '--skip_existing' in h and '--keep_temp' in h; "
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)

@@ -369,11 +369,15 @@ class SkipReport:
     skipped: list = field(default_factory=list)
 
     def add(self, batch: dict) -> int:
-        for name, reason, instead in batch.get("skipped", []):
+        return self.add_entries(batch.get("skipped", []))
+
+    def add_entries(self, entries) -> int:
+        """Log and count ``(name, reason, replacement or None)`` entries."""
+        for name, reason, instead in entries:
             log.warning("skipped sample %s: %s%s", name, reason,
                         f" (replaced by {instead})" if instead else "")
             self.skipped.append((name, reason))
-        return len(batch.get("skipped", []))
+        return len(entries)
 
     @property
     def count(self) -> int:

@@ -316,15 +316,20 @@ class Session:
         optimizer.zero_grad(set_to_none=True)
         return not bad
 
+    def gather(self, obj) -> list:
+        """``obj`` of every process, in process order (a collective: every process calls it)."""
+        if self.acc.num_processes == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        everyone = [None] * self.acc.num_processes
+        dist.all_gather_object(everyone, obj)
+        return everyone
+
     def mean_logs(self, logs: list) -> dict:
         """The mean of each logged value over the micro-batches and processes that have it
         (one collective, whatever keys each process has)."""
-        if self.acc.num_processes > 1:
-            import torch.distributed as dist
-
-            everyone = [None] * self.acc.num_processes
-            dist.all_gather_object(everyone, logs)
-            logs = [d for part in everyone for d in part]
+        logs = [d for part in self.gather(logs) for d in part]
         keys = list(dict.fromkeys(k for d in logs for k in d))
         return {k: float(np.mean([d[k] for d in logs if k in d])) for k in keys}
 
@@ -398,10 +403,13 @@ class Session:
         seconds = self.cfg.optim.collective_timeout * self.micro
         with Watchdog().watch(f"step {step}", seconds):
             micro = [next(batches) for _ in range(self.micro)]
-            for b in micro:
-                self.state["samples_skipped"] += self.skips.add(b)
-            if self.any_process(not all(b["name"] for b in micro)):
-                self._empty(step, micro)
+            # every process learns whether each has a sample, and which rows failed where
+            parts = self.gather((all(b["name"] for b in micro),
+                                 [s for b in micro for s in b["skipped"]]))
+            skipped = [s for _, part in parts for s in part]
+            self.state["samples_skipped"] += self.skips.add_entries(skipped)
+            if not all(ok for ok, _ in parts):
+                self._empty(step, skipped)
                 return None
             self.state["empty_steps_in_a_row"] = 0
             procs = self.acc.num_processes
@@ -417,18 +425,18 @@ class Session:
             self.acc.log(logs, step=step)
         return logs
 
-    def _empty(self, step: int, micro: list) -> None:
+    def _empty(self, step: int, skipped: list) -> None:
         """A step with no sample on some process: every process skips it; too many in a row
         stop the run."""
         self.state["empty_steps"] += 1
         self.state["empty_steps_in_a_row"] += 1
         run = self.state["empty_steps_in_a_row"]
-        reasons = "; ".join(f"{n}: {r}" for b in micro for n, r, _ in b["skipped"][:2])
+        reasons = "; ".join(f"{n}: {r}" for n, r, _ in skipped[:2])
         log.warning("step %d: no readable sample on some process, nothing trained (%s)", step,
-                    reasons or "on another process")
+                    reasons)
         if run >= MAX_EMPTY_STEPS:
-            raise TrainingDataError(f"{run} steps in a row had no readable sample: the training data "
-                               f"cannot be read (last: {reasons or 'on another process'})")
+            raise TrainingDataError(f"{run} steps in a row had no readable sample: the training "
+                                    f"data cannot be read (last: {reasons})")
 
     def _save(self, step: int, save_fn: Callable) -> None:
         self.acc.wait_for_everyone()
