@@ -303,8 +303,10 @@ def test_step2_two_processes_write_what_one_writes(clips, step1_runs):
     assert "1 of 5 input(s) split by windows" in r.stderr
     assert "step 2: 5 done, 0 skipped (complete), 0 failed" in r.stderr
     assert sorted(p.stem for p in (clips / "f2").glob("*.mp4")) == NAMES
+    run = json.loads((clips / "f2" / "run_config.json").read_text())["run_id"]
     for name in NAMES:
         assert same_frames(clips / "f1" / f"{name}.mp4", clips / "f2" / f"{name}.mp4"), name
+        assert json.loads(record_path(clips / "f2" / f"{name}.mp4").read_text())["run_id"] == run
 
 
 def test_corrupt_frame_on_one_process_stops_that_video_only(tmp_path):

@@ -11,6 +11,7 @@ share a file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -56,11 +57,15 @@ def write_run_config(output_dir, script: str, settings: dict, argv=None, **extra
         "script": script,
         "argv": list(sys.argv[1:] if argv is None else argv),
         "settings": _jsonable(settings),
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "written": _now(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         **extra,
     }
     return write_json_atomic(run_config_path(output_dir), data)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _jsonable(obj):
@@ -87,8 +92,6 @@ def record_path(output) -> Path:
 
 def settings_digest(settings: dict) -> str:
     """SHA-256 of the settings as canonical JSON (key order does not matter)."""
-    import hashlib
-
     text = json.dumps(_jsonable(settings), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -165,7 +168,7 @@ class Records:
         write_json_atomic(record_path(path), {
             "output": path.name, "frames": writer.frames_written, "size": path.stat().st_size,
             "sha256": file_sha256(path), "script": self.script, "run_id": self.run_id,
-            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "digest": self.digest,
+            "written": _now(), "digest": self.digest,
             "settings": self.settings})
         return path
 
@@ -188,7 +191,7 @@ def end_run(output_dir, records: Records, status: int) -> None:
         return
     config = read_run_config(output_dir)
     if config is not None and config.get("run_id") == records.run_id:
-        config.update(finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), exit_status=status)
+        config.update(finished=_now(), exit_status=status)
         write_json_atomic(run_config_path(output_dir), config)
 
 
