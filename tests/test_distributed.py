@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, same_frames
 from test_cli import step1_args
 from test_step1 import make_clip
 from Wan_SR.core.distributed import assign_by_cost, items_per_part, split_by_windows
 from Wan_SR.core.options import WindowOptions
 from Wan_SR.core.windows import new_frame_ranges, split_parts, window_starts
 from Wan_SR.data import video_io
+from Wan_SR.runs.common import record_path
 from Wan_SR.sampling.clip import iter_pixel_windows, pixel_window_plan
 
 # ------------------------------------------------------------------ plans (no processes)
@@ -118,7 +119,7 @@ def test_split_video_path_in_one_process_gives_the_whole_run(pipe, tmp_path, mon
     monkeypatch.setattr(video_io, "FrameReader",
                         lambda *a, **k: opened.append(1) or reader(*a, **k))
     parts, made = step1.restore_video_split(pipe, path, tmp_path / "parts", opts,
-                                            video_io.probe(path), True, "a")
+                                            video_io.probe(path), None, "a")
     assert made == 9 and list(parts) == list(whole) == ["base", "final"]
     assert len(opened) == 4  # parts 2, 3 and 4 start before the window their process read last
     assert all(same_frames(whole[o], parts[o]) for o in whole)
@@ -159,10 +160,6 @@ def one_thread(fn, *args, **kw):
         return fn(*args, **kw)
     finally:
         torch.set_num_threads(n)
-
-
-def same_frames(a: Path, b: Path) -> bool:
-    return np.array_equal(video_io.read_video(a), video_io.read_video(b))
 
 
 PROTOCOL = textwrap.dedent("""
@@ -248,7 +245,8 @@ BRANCHES = ["base", "final"]  # final: fused from base and base+draft_3 on the p
 
 @pytest.fixture(scope="module")
 def step1_runs(clips, tiny_paths):
-    """Step 1 by one process (in this one) and by two (c1 already complete: skipped)."""
+    """Step 1 by one process (in this one) and by two (c1 already complete and recorded:
+    skipped)."""
     from Wan_SR.cli import step1
 
     args = step1_args(tiny_paths, clips, "--input_dir", clips / "in", "--outputs", "base,final",
@@ -257,8 +255,8 @@ def step1_runs(clips, tiny_paths):
     two = clips / "two"
     for b in BRANCHES:
         (two / b).mkdir(parents=True)
-        (two / b / "c1.mp4").write_bytes((clips / "one" / b / "c1.mp4").read_bytes())
-    (two / "run_config.json").write_bytes((clips / "one" / "run_config.json").read_bytes())
+        for f in (Path(b) / "c1.mp4", record_path(Path(b) / "c1.mp4")):
+            (two / f).write_bytes((clips / "one" / f).read_bytes())
     kept = {p: p.stat().st_mtime_ns for p in two.rglob("c1.mp4")}
     r = torchrun(ROOT / "inference_step_1.py", *args, "--output_dir", two, "--skip_existing",
                  "--device", "auto")
@@ -281,8 +279,15 @@ def test_step1_two_processes_write_what_one_writes(clips, step1_runs):
             assert same_frames(clips / "one" / b / f"{name}.mp4",
                                clips / "two" / b / f"{name}.mp4"), (b, name)
     assert not list((clips / "two").rglob("*.partial*"))
-    assert json.loads((clips / "two" / "run_config.json").read_text())["settings"] == \
-        json.loads((clips / "one" / "run_config.json").read_text())["settings"]
+    one, two = (json.loads((clips / d / "run_config.json").read_text()) for d in ("one", "two"))
+    assert two["settings"] == one["settings"] and two["exit_status"] == 1
+    # every output is recorded by the process that wrote it (split videos: the main process),
+    # with the run's id and settings; c1 keeps the record of the run that made it
+    for b in BRANCHES:
+        for name in NAMES:
+            rec = json.loads(record_path(clips / "two" / b / f"{name}.mp4").read_text())
+            assert rec["settings"] == one["settings"], (b, name)
+            assert rec["run_id"] == (one if name == "c1" else two)["run_id"], (b, name)
 
 
 def test_step2_two_processes_write_what_one_writes(clips, step1_runs):
@@ -298,8 +303,10 @@ def test_step2_two_processes_write_what_one_writes(clips, step1_runs):
     assert "1 of 5 input(s) split by windows" in r.stderr
     assert "step 2: 5 done, 0 skipped (complete), 0 failed" in r.stderr
     assert sorted(p.stem for p in (clips / "f2").glob("*.mp4")) == NAMES
+    run = json.loads((clips / "f2" / "run_config.json").read_text())["run_id"]
     for name in NAMES:
         assert same_frames(clips / "f1" / f"{name}.mp4", clips / "f2" / f"{name}.mp4"), name
+        assert json.loads(record_path(clips / "f2" / f"{name}.mp4").read_text())["run_id"] == run
 
 
 def test_corrupt_frame_on_one_process_stops_that_video_only(tmp_path):

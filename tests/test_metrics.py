@@ -338,6 +338,86 @@ def test_sample_errors_reported_others_scored(data, tmp_path, caplog):
     assert "broken" in "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
 
 
+def test_a_metric_that_fails_on_a_sample_keeps_the_others(data, tmp_path, caplog):
+    """ms_ssim cannot score 160x96 frames (its coarsest scale is smaller than its filter): on
+    that sample it is reported by name, its psnr and ssim are kept; the large sample gets all
+    three. psnr and ssim equal those of a run with only them; exit status 1."""
+    from Wan_SR.runs.evaluate import main
+
+    rng = np.random.default_rng(11)
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    for name, (h, w) in {"small": (96, 160), "large": (176, 176)}.items():
+        clip = moving_clip(rng, t=3, h=h, w=w)
+        write_folder(gt / name, clip)
+        write_folder(pred / name, noisy(rng, clip))
+    two = run_eval(gt=gt, pred=pred, metrics="psnr,ssim")
+    args = Namespace(gt=str(gt), pred=str(pred), out=str(tmp_path / "o"),
+                     metrics="psnr,ssim,ms_ssim", crop=0, test_y_channel=False,
+                     is_center=False, batch_mode=False, batch_size=8, device="cpu",
+                     weights_dir=None)
+    with caplog.at_level("INFO", logger="Wan_SR"):
+        assert main(args) == 1
+    js = strict_json(tmp_path / "o" / "metrics_psnr_ssim_ms_ssim.json")
+    assert js["count"] == 2 and set(js["errors"]) == {"small"}
+    assert set(js["errors"]["small"]) == {"ms_ssim"}
+    assert "Kernel size" in js["errors"]["small"]["ms_ssim"]  # pyiqa's reason, under its name
+    assert js["per_sample"]["small"]["ms_ssim"] is None
+    assert 0 < js["per_sample"]["large"]["ms_ssim"] <= 1
+    assert js["average"]["ms_ssim"] == js["per_sample"]["large"]["ms_ssim"]
+    for k in ("psnr", "ssim"):
+        assert js["average"][k] == two["average"][k]
+        for name in ("small", "large"):
+            assert js["per_sample"][name][k] == two["per_sample"][name][k]
+    log = caplog.text
+    assert "small: ms_ssim failed (RuntimeError: " in log
+    assert "1 sample(s) failed: small (ms_ssim)" in log
+    # a sample every metric failed on is not scored; without a callback the error names it
+    only = run_eval(gt=gt, pred=pred, metrics="ms_ssim")
+    assert set(only["per_sample"]) == {"large"} and set(only["errors"]) == {"small"}
+    from Wan_SR.metrics.iqa import IQAMetric
+    from Wan_SR.metrics.score import MetricFailed, score_pair
+
+    with pytest.raises(MetricFailed, match="^ms_ssim: RuntimeError: "):
+        score_pair(pred / "small", gt / "small", {"ms_ssim": IQAMetric("ms_ssim")}, False)
+
+
+def test_release_syntax_empty_gt_and_out_mean_none_and_default(data, tmp_path, monkeypatch):
+    """The published eval_metrics.py's defaults: --gt '' (no ground truth), --out '' (the
+    prediction folder), and its flags, parse here; '' is never the current folder."""
+    from Wan_SR.cli.evaluate import build_parser, main
+
+    args = build_parser().parse_args(["--gt", "", "--pred", "p", "--out", "", "--metrics",
+                                      "psnr,ssim", "--batch_mode", "--crop", "4",
+                                      "--test_y_channel", "--is_center"])
+    assert args.gt is None and args.out is None and args.crop == 4
+    assert args.batch_mode and args.test_y_channel and args.is_center
+    pred = write_folder(tmp_path / "pred" / "a", data.preds["a"]).parent
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["--gt", "", "--pred", str(pred), "--out", "", "--metrics", "ewarp",
+                 "--device", "cpu", "--no_progress"]) == 0
+    js = strict_json(pred / "metrics_ewarp.json")
+    assert js["settings"]["gt"] is None and js["settings"]["out"] == str(pred)
+    assert not list(cwd.iterdir())
+    res = run_eval(gt="", pred=pred, out="", metrics="ewarp")
+    assert res["per_sample"] == js["per_sample"] and res["settings"]["gt"] is None
+
+
+def test_out_folder_is_not_created_when_nothing_is_scored(data, tmp_path):
+    from Wan_SR.cli.evaluate import main
+
+    out = tmp_path / "o" / "deeper"
+    assert main(["--gt", str(data.gt), "--pred", str(data.pred), "--out", str(out), "--metrics",
+                 "psnr,nosuchmetric", "--device", "cpu", "--no_progress"]) == 2
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SystemExit) as e:  # an --out that can never be a folder: exit 2 early
+        main(["--pred", str(data.pred), "--out", str(tmp_path / "file" / "o"), "--metrics",
+              "ewarp"])
+    assert e.value.code == 2
+
+
 def test_bad_requests_fail_before_scoring(data):
     from Wan_SR.runs.evaluate import EvalError
 
@@ -357,17 +437,16 @@ def test_missing_weights_fail_fast_main(data, tmp_path, monkeypatch, caplog):
     import pyiqa.utils.download_util as du
     import torch.hub
 
-    from Wan_SR.runs.evaluate import main
+    from Wan_SR.cli.evaluate import main
 
     monkeypatch.setenv("PSSR_OFFLINE", "1")  # never download, even where a network exists
     monkeypatch.setattr(du, "DEFAULT_CACHE_DIR", str(tmp_path / "hub" / "pyiqa"))
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-    args = Namespace(gt=str(data.gt), pred=str(data.pred), out=str(tmp_path / "o"),
-                     metrics="psnr,lpips", crop=0, test_y_channel=False, is_center=False,
-                     batch_mode=False, batch_size=8, device="cpu", weights_dir=str(tmp_path))
     try:
-        rc = main(args)
+        rc = main(["--gt", str(data.gt), "--pred", str(data.pred), "--out", str(tmp_path / "o"),
+                   "--metrics", "psnr,lpips", "--device", "cpu", "--weights_dir", str(tmp_path),
+                   "--no_progress"])
     finally:
         torch.hub.set_dir(old)
     err = caplog.text
@@ -375,7 +454,7 @@ def test_missing_weights_fail_fast_main(data, tmp_path, monkeypatch, caplog):
     assert "metric 'lpips'" in err and "alexnet-owt-7be5be79.pth" in err
     assert str(tmp_path / "hub" / "checkpoints") in err and "--weights_dir" in err
     assert "LPIPS_v0.1_alex-df73285e.pth" in err  # the full list for known metrics
-    assert not (tmp_path / "o").exists()  # nothing scored, no JSON
+    assert not (tmp_path / "o").exists()  # nothing scored: no JSON, no folder
 
 
 def test_network_probe_is_bounded(monkeypatch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, check_resume_after_kills
 from Wan_SR.data import video_io
 from Wan_SR.sampling.pipeline import branch_names, pad_tile
 from Wan_SR.core.options import WindowOptions
@@ -120,6 +120,27 @@ def test_skip_existing_skips_complete_and_redoes_truncated(pipe, tmp_path, caplo
     assert video_io.probe(trunc).num_frames == 5
     assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
     assert any("a: outputs complete, skipped" in l for l in logs)
+
+
+def test_skip_existing_after_kills_and_runs_with_other_settings(tiny_paths, tmp_path):
+    """conftest.check_resume_after_kills: settings A and B differ in their timesteps; two
+    outputs per video."""
+    from test_cli import step1_args
+
+    for i in (1, 2, 3):
+        make_clip(tmp_path / "in" / f"{i}.mp4", n=5, h=32, w=32, seed=i)
+    settings = {"A": ["--timestep_draft_list", "[599]"],
+                "B": ["--timestep_base", "799", "--timestep_draft_list", "[699]"]}
+
+    def cmd(which, out, *extra):
+        return [sys.executable, str(ROOT / "inference_step_1.py"), "--input_dir",
+                str(tmp_path / "in"), "--output_dir", str(out), "--sort_files",
+                *step1_args(tiny_paths, tmp_path, *settings[which], *extra)]
+
+    def outputs(folder, names):
+        return [folder / b / f"{n}.mp4" for n in names for b in ("base", "base+draft_1")]
+
+    check_resume_after_kills(cmd, outputs, "step 1", tmp_path)
 
 
 def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, caplog):

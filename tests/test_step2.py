@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import check_resume_after_kills
 from Wan_SR.data import video_io
 from Wan_SR.runs import step2
 from Wan_SR.fusion.frequency import fuse_video
@@ -127,8 +128,9 @@ def test_cli_fuses_good_pairs_and_reports_bad_ones(folders):
     assert "skipped: e: no partner in consistent_dir" in log
     assert "skipped: d: frame sizes differ (consistent 64x48, sharp 48x48)" in log
     assert "skipped: f: frame counts differ (consistent 6, sharp 5)" in log
-    # only the good pairs are written, nothing intermediate
-    assert sorted(p.name for p in out_dir.iterdir()) == ["a.mp4", "b.mp4", "run_config.json"]
+    # only the good pairs are written, each with its record, nothing intermediate
+    assert sorted(p.name for p in out_dir.iterdir()) == [".a.mp4.pssr.json", ".b.mp4.pssr.json",
+                                                         "a.mp4", "b.mp4", "run_config.json"]
 
     a = video_io.probe(out_dir / "a.mp4")
     assert (a.num_frames, a.width, a.height) == (10, 64, 48)
@@ -168,6 +170,26 @@ def test_cli_skip_existing(tmp_path):
     assert (out_dir / "x.mp4").stat().st_mtime_ns == x_mtime
     assert video_io.probe(out_dir / "y.mp4").num_frames == 5
     assert video_io.probe(out_dir / "x.mp4").rate == "25/1"
+
+
+def test_skip_existing_after_kills_and_runs_with_other_settings(tmp_path):
+    """conftest.check_resume_after_kills: settings A and B differ in --alpha."""
+    cons, sharp = tmp_path / "c", tmp_path / "s"
+    for i, n in ((1, 4), (2, 60), (3, 4)):  # pair 2 takes long enough to kill the run in it
+        video_io.write_video(cons / f"{i}.mp4", _frames(n, w=96, h=64, seed=i), 25)
+        video_io.write_video(sharp / f"{i}.mp4", _frames(n, w=96, h=64, detail=0.3, seed=i),
+                             25)
+    settings = {"A": [], "B": ["--alpha", "1.0"]}
+
+    def cmd(which, out, *extra):
+        return [sys.executable, str(ROOT / "inference_step_2.py"), "--consistent_dir",
+                str(cons), "--sharp_dir", str(sharp), "--output_dir", str(out), "--device", "cpu",
+                "--sort_files", "--no_progress", *settings[which], *extra]
+
+    def outputs(folder, names):
+        return [folder / f"{n}.mp4" for n in names]
+
+    check_resume_after_kills(cmd, outputs, "step 2", tmp_path)
 
 
 def test_every_frame_fused_exactly_once(tmp_path, monkeypatch):

@@ -172,7 +172,7 @@ def test_a_video_split_across_processes_is_tagged_once(tiny_paths, tiny_root, tm
     opts = step1.RestoreOptions(outputs=["base"], tag_seed=5, windows=WindowOptions(
         window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32, overlap_w=16))
     out, made = step1.restore_video_split(pipe, tmp_path / "a.mp4", tmp_path / "out", opts,
-                                          video_io.probe(tmp_path / "a.mp4"), True, "a")
+                                          video_io.probe(tmp_path / "a.mp4"), None, "a")
     assert made == 9 and list(out) == ["base"]
     assert len(forced) == 1 and np.array_equal(forced[0], frames[pick_frame(9, seed=5)])
     assert pipe.prompt == "p, " + ", ".join(names[i] for i in ON)

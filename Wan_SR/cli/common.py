@@ -110,9 +110,16 @@ def check_input_dir(parser, path, flag: str) -> Path:
     return p
 
 
-def check_writable_dir(parser, path, flag: str) -> Path:
-    """The folder exists (it is created) and a file can be written into it."""
+def check_writable_dir(parser, path, flag: str, create: bool = True) -> Path:
+    """The folder exists (it is created) and a file can be written into it. ``create=False``:
+    a missing folder is left missing; the nearest existing folder above must be writable."""
     p = Path(path)
+    if not create and not p.exists():
+        above = next(a for a in p.absolute().parents if a.exists())
+        if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+            parser.error(f"{flag} {p}: cannot create the folder ({above} is not a writable "
+                         f"folder)")
+        return p
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:

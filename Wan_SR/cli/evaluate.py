@@ -6,15 +6,18 @@ Example::
     python eval_metrics.py --gt videos/gt --pred videos/out --metrics psnr,ssim,lpips,ewarp \\
         --crop 4 --test_y_channel
 
-Writes metrics_<names>.json (per_sample, average, count, settings) into --out (default: the
-prediction folder). Exit status: 0 ok, 1 some samples failed (the others are scored), 2 nothing
-scored (bad options, missing weights).
+Writes metrics_<names>.json (per_sample, average, count, settings, notes, errors) into --out
+(default: the prediction folder). Exit status: 0 ok, 1 a sample or a metric of a sample failed
+(named in the log and in "errors"; the rest is scored), 2 nothing scored (bad options, missing
+weights; nothing is written).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+from Wan_SR.core.options import path_or_none
 
 from .common import (HelpFormatter, add_device_arg, add_log_args, check_device,
                      check_writable_dir, setup_from_args)
@@ -23,13 +26,14 @@ from .common import (HelpFormatter, add_device_arg, add_log_args, check_device,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval_metrics.py", description=__doc__,
                                 formatter_class=HelpFormatter)
-    p.add_argument("--gt", default=None,
+    p.add_argument("--gt", default=None, type=path_or_none,
                    help="ground truth: folder of videos / frame folders (or one of them), paired "
-                        "with --pred by base name; needed by full-reference metrics")
+                        "with --pred by base name; needed by full-reference metrics ('': none)")
     p.add_argument("--pred", required=True,
                    help="predictions: folder of videos / frame folders (or one of them)")
-    p.add_argument("--out", default=None,
-                   help="folder for the JSON (default: the prediction folder)")
+    p.add_argument("--out", default=None, type=path_or_none,
+                   help="folder for the JSON (default, or '': the prediction folder); created "
+                        "only when the JSON is written")
     p.add_argument("--metrics", default="psnr,ssim",
                    help="comma list of pyiqa metric names plus 'ewarp'")
     p.add_argument("--crop", type=int, default=0,
@@ -60,7 +64,7 @@ def main(argv=None) -> int:
     if args.gt is not None and not Path(args.gt).exists():
         parser.error(f"--gt {args.gt}: no such file or folder")
     out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
-    check_writable_dir(parser, out, "--out")
+    check_writable_dir(parser, out, "--out", create=False)
     check_device(parser, args.device)
     from Wan_SR.core.distributed import exit_status, init as init_processes
     from Wan_SR.runs.evaluate import main as run

@@ -177,6 +177,13 @@ def parse_fps(text) -> float:
     return val
 
 
+def path_or_none(value):
+    """An optional path as the published scripts spell it: '' (or blanks) means none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return value
+
+
 @dataclass
 class LogOptions:
     log_level: str = opt("info", "how much to log", choices=("debug", "info", "warning", "error"))

@@ -2,7 +2,9 @@
 the ewarp accumulator, streamed chunk by chunk (docs/method.md, "Evaluation").
 
 A sample's value for a metric is the mean of its per-frame scores (ewarp: mean over consecutive
-frame pairs, see :mod:`Wan_SR.metrics.temporal`). Non-finite values become None.
+frame pairs, see :mod:`Wan_SR.metrics.temporal`). Non-finite values become None. A metric that
+fails on a sample (e.g. ``ms_ssim`` on frames smaller than its filter pyramid) is reported by
+name and the other metrics of the sample are still scored.
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ DEFAULT_CHUNK = 8
 
 class EvalError(RuntimeError):
     """A setup problem that stops the whole evaluation (bad arguments, missing weights, ...)."""
+
+
+class MetricFailed(RuntimeError):
+    """One metric could not score a sample (the message names the metric and the reason)."""
 
 
 def parse_metric_names(metrics: str | Sequence[str]) -> list[str]:
@@ -105,9 +111,12 @@ def build_metrics(names: Sequence[str], have_gt: bool, device: str, test_y_chann
 def score_pair(pred_path: Path, gt_path: Optional[Path], metrics: dict, want_ewarp: bool,
                crop: int = 0, is_center: bool = False, batch: int = 1,
                chunk: int = DEFAULT_CHUNK, device: str = "cpu",
-               notice: Callable[[str], None] = log.info, frame_bar=None) -> dict:
+               notice: Callable[[str], None] = log.info, frame_bar=None,
+               failed: Optional[Callable[[str, str], None]] = None) -> dict:
     """Scores of one sample: {metric: value or None}. Frames are streamed ``chunk`` at a time
-    and scored ``batch`` at a time."""
+    and scored ``batch`` at a time. A metric that raises: with ``failed``, ``failed(metric,
+    reason)`` is called, the metric is dropped (its value None) and the others go on; without,
+    :class:`MetricFailed` naming it is raised."""
     import torch
     from .temporal import EwarpAccumulator
 
@@ -129,32 +138,51 @@ def score_pair(pred_path: Path, gt_path: Optional[Path], metrics: dict, want_ewa
     sums = {k: 0.0 for k in metrics}
     counts = {k: 0 for k in metrics}
     acc = EwarpAccumulator() if want_ewarp else None
+    active = dict(metrics)  # the metrics that have not failed
+
+    def drop(name: str, e: Exception) -> None:
+        reason = f"{type(e).__name__}: {e}"
+        if failed is None:
+            raise MetricFailed(f"{name}: {reason}") from e
+        failed(name, reason)
+        active.pop(name, None)
+
     pr = FrameReader(pred_path, info=pinfo, chunk=chunk)
     gr = FrameReader(gt_path, info=ginfo, chunk=chunk) if ginfo is not None else None
     if frame_bar is not None:
         frame_bar.reset(total=n)
     try:
         for s in range(0, n, chunk):
+            if not active and acc is None:  # every metric failed: nothing left to read for
+                break
             k = min(chunk, n - s)
             P = _cut(pr.get(s, k), h, w, is_center)
             G = _cut(gr.get(s, k), h, w, is_center) if gr is not None else None
             if acc is not None:
-                acc.update(P, G)
-            if metrics:
+                try:
+                    acc.update(P, G)
+                except Exception as e:  # noqa: BLE001 - reported by name, others go on
+                    drop(EWARP, e)
+                    acc = None
+            if active:
                 Pt = torch.from_numpy(np.ascontiguousarray(P)).permute(0, 3, 1, 2)
                 Gt = torch.from_numpy(np.ascontiguousarray(G)).permute(0, 3, 1, 2) \
                     if G is not None else None
                 for b in range(0, k, batch):
                     p = Pt[b:b + batch].to(device)
                     g = Gt[b:b + batch].to(device) if Gt is not None else None
-                    for name, m in metrics.items():
+                    for name, m in list(active.items()):
                         dtype = torch.float64 if m.classic else torch.float32
                         x = p.to(dtype) / 255.0
                         y = g.to(dtype) / 255.0 if g is not None else None
                         if m.mode == "FR" and crop:
                             x = x[..., crop:-crop, crop:-crop]
                             y = y[..., crop:-crop, crop:-crop]
-                        sc = m(x, y if m.mode == "FR" else None)
+                        try:
+                            sc = m(x, y if m.mode == "FR" else None)
+                        except Exception as e:  # noqa: BLE001 - reported by name, others go on
+                            drop(name, e)
+                            continue
                         sums[name] += float(sc.sum())
                         counts[name] += sc.size
             if frame_bar is not None:
@@ -163,9 +191,10 @@ def score_pair(pred_path: Path, gt_path: Optional[Path], metrics: dict, want_ewa
         pr.close()
         if gr is not None:
             gr.close()
-    res = {k: (sums[k] / counts[k] if counts[k] else None) for k in metrics}
+    res = {k: (sums[k] / counts[k] if counts[k] and k in active else None) for k in metrics}
+    if want_ewarp:
+        res[EWARP] = acc.value() if acc is not None else None
     if acc is not None:
-        res[EWARP] = acc.value()
         if acc.value() is None:
             notice("ewarp undefined (fewer than two frames or every pixel occluded): null")
         elif acc.skipped:

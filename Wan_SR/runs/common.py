@@ -1,24 +1,43 @@
-"""What the folder loops share: the run settings file and the per-run summary.
+"""What the folder loops share: the run settings file, each output's record, and the per-run
+summary.
 
-Every run writes its resolved settings to ``<output_dir>/run_config.json`` (docs/method.md,
-"Reproducing a run"), so a result can be reproduced and ``--skip_existing`` can tell an output
-made with the same settings from one made with others.
+Every run writes its resolved settings to ``<output_dir>/run_config.json`` when it starts
+(docs/method.md, "Running"), so a result can be reproduced. Every output gets its own hidden
+record, ``<folder>/.<name>.mp4.pssr.json`` (:class:`Records`): removed before the output is
+(re)written and written right after the output is renamed into place, so ``--skip_existing``
+keeps exactly the complete outputs made with the same settings, even after a killed run or a
+run with other settings into the same folder, and processes writing different outputs never
+share a file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
 import sys
 import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from Wan_SR.core.files import remove_stale_partials, write_json_atomic
+from Wan_SR.core.distributed import current, on_main
+from Wan_SR.core.files import file_sha256, remove_stale_partials, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 RUN_CONFIG = "run_config.json"
+RECORD_SUFFIX = ".pssr.json"
+
+# why --skip_existing redoes an output that exists (a missing output is simply made)
+MISSING = "missing"
+NO_RECORD = "has no record"
+OTHER_SETTINGS = "made with other settings"
+CHANGED = "changed since it was recorded"
+INCOMPLETE = "incomplete"
+UNREADABLE = "cannot be read"
 
 
 def run_config_path(output_dir) -> Path:
@@ -26,39 +45,154 @@ def run_config_path(output_dir) -> Path:
 
 
 def read_run_config(output_dir) -> Optional[dict]:
-    p = run_config_path(output_dir)
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return _read_json(run_config_path(output_dir))
 
 
-def same_settings(output_dir, settings: dict) -> bool:
-    """True when ``output_dir`` holds a run_config.json whose ``settings`` equal ``settings``."""
-    prev = read_run_config(output_dir)
-    return prev is not None and _jsonable(prev.get("settings")) == _jsonable(settings)
-
-
-def write_run_config(output_dir, script: str, settings: dict, argv=None) -> Path:
+def write_run_config(output_dir, script: str, settings: dict, argv=None, **extra) -> Path:
     """Write ``run_config.json``: the script, its command line, the resolved settings that
-    decide the outputs, and the versions that produced them."""
+    decide the outputs, and the versions that produced them (``extra``: more keys)."""
     import torch
 
     data = {
         "script": script,
         "argv": list(sys.argv[1:] if argv is None else argv),
         "settings": _jsonable(settings),
-        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "written": _now(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        **extra,
     }
     return write_json_atomic(run_config_path(output_dir), data)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _jsonable(obj):
     """Tuples -> lists, paths -> str, recursively (so settings compare equal after a JSON trip)."""
     return json.loads(json.dumps(obj, default=str))
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    """The JSON object in ``path``; None when it is absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ---------------------------------------------------------------------------- output records
+
+def record_path(output) -> Path:
+    """The hidden record beside an output: ``<folder>/.<name>.mp4.pssr.json``."""
+    p = Path(output)
+    return p.with_name(f".{p.name}{RECORD_SUFFIX}")
+
+
+def settings_digest(settings: dict) -> str:
+    """SHA-256 of the settings as canonical JSON (key order does not matter)."""
+    text = json.dumps(_jsonable(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+
+
+def output_state(output, frames: int, digest: str) -> Optional[str]:
+    """None when ``output`` can be kept: its record names settings of digest ``digest`` and
+    this very file (size and SHA-256), and the file holds ``frames`` frames. Otherwise why it
+    is (re)made: :data:`MISSING`, :data:`NO_RECORD`, :data:`OTHER_SETTINGS`, :data:`CHANGED`
+    (another program replaced it), :data:`UNREADABLE` or :data:`INCOMPLETE`."""
+    from Wan_SR.data.video_io import is_complete_output
+
+    p = Path(output)
+    if not p.is_file():
+        return MISSING
+    rec = _read_json(record_path(p))
+    if rec is None:
+        return NO_RECORD
+    if rec.get("digest") != digest:
+        return OTHER_SETTINGS
+    try:
+        if rec.get("size") != p.stat().st_size or rec.get("sha256") != file_sha256(p):
+            return CHANGED
+    except OSError:
+        return UNREADABLE
+    if not is_complete_output(p, frames):
+        return INCOMPLETE
+    return None
+
+
+@dataclass
+class Records:
+    """The records one run writes beside its outputs, and how it judges an existing output.
+
+    An output's record is removed before the output is (re)written (:meth:`open_writer`) and
+    written atomically right after the output is renamed into place (:meth:`close_writer`):
+    an output with a record is complete and was made with the recorded settings, whatever
+    killed a run at whatever moment. ``redone``: {output: why} of the existing outputs
+    :meth:`check` sent back to be made again."""
+    script: str
+    settings: dict
+    run_id: str = field(default_factory=new_run_id)
+    redone: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.settings = _jsonable(self.settings)
+        self.digest = settings_digest(self.settings)
+
+    def check(self, output, frames: int) -> Optional[str]:
+        """None when ``--skip_existing`` keeps ``output``, else why it is made (see
+        :func:`output_state`; an existing output that is made again is logged, with a warning
+        when it replaces another run's result, and noted in ``redone``)."""
+        why = output_state(output, frames, self.digest)
+        if why not in (None, MISSING):
+            self.redone[str(output)] = why
+            level = logging.WARNING if why in (OTHER_SETTINGS, CHANGED) else logging.INFO
+            log.log(level, "%s %s: redone", output, why)
+        return why
+
+    def open_writer(self, path, **writer_kw):
+        """A :class:`~Wan_SR.data.video_io.VideoWriter` for ``path``, once the old record of
+        ``path`` is gone (until the new file is complete, nothing vouches for the old one)."""
+        from Wan_SR.data.video_io import VideoWriter
+
+        record_path(path).unlink(missing_ok=True)
+        return VideoWriter(path, **writer_kw)
+
+    def close_writer(self, writer) -> Path:
+        """Close ``writer`` (its file appears under its name), then record the file."""
+        path = writer.close()
+        write_json_atomic(record_path(path), {
+            "output": path.name, "frames": writer.frames_written, "size": path.stat().st_size,
+            "sha256": file_sha256(path), "script": self.script, "run_id": self.run_id,
+            "written": _now(), "digest": self.digest,
+            "settings": self.settings})
+        return path
+
+
+def start_run(script: str, settings: dict, output_dir, folders) -> Records:
+    """Every process: this run's :class:`Records` (one run id, chosen by the main process).
+    The main process removes what killed runs left in ``folders`` and writes
+    ``run_config.json`` (at the start, so an interrupted run leaves its settings too)."""
+    records = Records(script, settings, on_main(new_run_id, share=True))
+    if current().is_main:
+        clean_stale_partials(*folders)
+        write_run_config(output_dir, script, settings, run_id=records.run_id)
+    return records
+
+
+def end_run(output_dir, records: Records, status: int) -> None:
+    """The main process adds ``finished`` and ``exit_status`` to ``run_config.json`` (unless
+    another run has written it since)."""
+    if not current().is_main:
+        return
+    config = read_run_config(output_dir)
+    if config is not None and config.get("run_id") == records.run_id:
+        config.update(finished=_now(), exit_status=status)
+        write_json_atomic(run_config_path(output_dir), config)
 
 
 class Summary:
@@ -72,6 +206,7 @@ class Summary:
         self.skipped: list[str] = []
         self.failed: dict[str, str] = {}
         self.problems: list[str] = []
+        self.redone: dict[str, str] = {}  # existing outputs made again: {output: why}
         self.frames = 0
         self.seconds = 0.0
 
@@ -94,6 +229,7 @@ class Summary:
         self.skipped += other.skipped
         self.failed.update(other.failed)
         self.problems += other.problems
+        self.redone.update(other.redone)
         self.made(other.frames, other.seconds)
 
     def log(self) -> int:
@@ -102,6 +238,10 @@ class Summary:
                  len(self.skipped), len(self.failed))
         for name, reason in self.failed.items():
             log.warning("failed: %s (%s)", name, reason)
+        if self.redone:
+            why = Counter(self.redone.values())
+            log.info("%s: %d existing output(s) redone: %s", self.what, len(self.redone),
+                     ", ".join(f"{n} {reason}" for reason, n in why.most_common()))
         if self.problems:
             log.warning("%s: %d input(s) skipped for a problem", self.what, len(self.problems))
         return 1 if self.failed or self.problems else 0
@@ -133,7 +273,15 @@ def output_names(inputs) -> dict:
 
 
 def clean_stale_partials(*folders) -> None:
-    """Remove temporary files a killed earlier run left in ``folders`` (with a notice)."""
+    """Remove temporary files a killed earlier run left in ``folders``, and records whose
+    output is gone (with a notice). A record is written only after its output exists, so
+    this is safe while other processes write other outputs there."""
     for folder in folders:
         for f in remove_stale_partials(folder):
             log.info("removed %s, left by an interrupted earlier run", f)
+        if Path(folder).is_dir():
+            for rec in Path(folder).glob(f".*{RECORD_SUFFIX}"):
+                output = rec.with_name(rec.name[1:-len(RECORD_SUFFIX)])
+                if not output.exists():
+                    rec.unlink(missing_ok=True)
+                    log.info("removed %s, the record of a missing output", rec)

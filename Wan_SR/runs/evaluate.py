@@ -9,6 +9,8 @@ centred with ``is_center``), with a logged notice, and scored by
 ``average`` is the unweighted mean over the samples that have a value. Output:
 ``metrics_<names joined by _>.json`` with ``per_sample``, ``average``, ``count``, ``settings``
 (plus ``notes`` and ``errors``), written atomically. Non-finite values are stored as null.
+``errors``: {sample: reason} for a sample not scored at all, {sample: {metric: reason}} for a
+sample some metrics failed on (its other metrics are in ``per_sample``, the failed ones null).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from Wan_SR.core.devices import resolve_device
 from Wan_SR.core.distributed import all_gather, current
 from Wan_SR.core.files import write_json_atomic
 from Wan_SR.core.log import progress as progress_bar
+from Wan_SR.core.options import path_or_none
 from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, probe, stem
 from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EWARP, EvalError, build_metrics,
                                   finite_or_none, parse_metric_names, score_pair)
@@ -74,9 +77,13 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     """Score every sample and (with ``write_json``) write the JSON; returns its content.
 
     Raises :class:`EvalError` for setup problems (and
-    :class:`Wan_SR.metrics.weights.MissingWeightsError` for absent weights). Per-sample failures
-    are reported, listed under ``errors`` and do not stop the others."""
+    :class:`Wan_SR.metrics.weights.MissingWeightsError` for absent weights). Per-sample and
+    per-metric failures are reported by name, listed under ``errors`` and do not stop the
+    others. ``gt`` / ``out`` given as '' mean none / the default (the published syntax). The
+    ``out`` folder is created only when the JSON is written."""
     from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
+
+    gt, out = path_or_none(gt), path_or_none(out)
 
     names = parse_metric_names(metrics)
     crop = int(crop)
@@ -136,28 +143,34 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     # several processes: each scores its share (balanced by frames x pixels), then every
     # process gets every score; merged in the order of ``pairs`` as one process scores them
     share = share_work(pairs, lambda pair: probe(pair[1]), pixel_frames, split="videos")
-    scored: dict[str, tuple] = {}  # name -> (scores or None, error or None, notices)
+    # name -> (scores or None, error or None, notices, {metric: why it failed})
+    scored: dict[str, tuple] = {}
     bar = progress_bar(share.alone, desc="samples", unit="video", leave=True, enabled=progress)
     fbar = progress_bar(total=0, desc="frames", unit="frame", position=1, enabled=progress)
     try:
         for name, pp, gp in bar:
             bar.set_postfix_str(name)
             notices: list[str] = []
+            failures: dict[str, str] = {}
 
             def notice(msg, _n=name, _notices=notices):
                 _notices.append(msg)
                 log.info("%s: %s", _n, msg)
 
+            def failed(metric, why, _n=name, _failures=failures):
+                _failures[metric] = why
+                log.error("%s: %s failed (%s)", _n, metric, why)
+
             try:
                 scores = score_pair(pp, gp, built, want_ewarp, crop=crop, is_center=is_center,
                                     batch=batch, chunk=chunk, device=device, notice=notice,
-                                    frame_bar=fbar)
-                scored[name] = ({k: scores[k] for k in names}, None, notices)
+                                    frame_bar=fbar, failed=failed)
+                scored[name] = ({k: scores[k] for k in names}, None, notices, failures)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # reported by name; the other samples are still scored
                 msg = f"{type(e).__name__}: {e}"
-                scored[name] = (None, msg, notices)
+                scored[name] = (None, msg, notices, failures)
                 log.error("%s: %s", name, msg)
     finally:
         fbar.close()
@@ -166,12 +179,15 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
         scored.update(part)
     per_sample: dict[str, dict] = {}
     for name, _, _ in pairs:
-        scores, error, notices = scored[name]
+        scores, error, notices, failures = scored[name]
         if notices:
             notes.setdefault(name, []).extend(notices)
         if error is not None:
             errors[name] = error
-        else:
+            continue
+        if failures:
+            errors[name] = dict(failures)
+        if len(failures) < len(names):  # the metrics that did not fail are kept
             per_sample[name] = scores
 
     average = {}
@@ -241,6 +257,8 @@ def main(args) -> int:
     for k, v in res["average"].items():
         print(f"{k}: {v}")
     if res["errors"]:
-        log.error("%d sample(s) failed: %s", len(res["errors"]), ", ".join(res["errors"]))
+        log.error("%d sample(s) failed: %s", len(res["errors"]), ", ".join(
+            name if isinstance(why, str) else f"{name} ({', '.join(why)})"
+            for name, why in res["errors"].items()))
         return 1
     return 0

@@ -6,7 +6,8 @@ Output layout: ``<output_dir>/<branch>/<name>.mp4`` for ``base``, ``base+draft_k
 ``final``) the frequency-domain update of ``base`` and the last draft branch, computed in the
 same pass from the in-memory frames (no lossy intermediate is re-read), with the same fusion
 options and tiles as ``inference_step_2.py``. ``<output_dir>/run_config.json`` records the
-settings.
+settings of the run, and each output's hidden record those it was made with
+(:class:`Wan_SR.runs.common.Records`).
 
 Two runners share the plan/writer code: :func:`restore_video_pixel` (the published pixel
 windows) and :func:`restore_video_latent` (``--window_space latent``).
@@ -34,13 +35,13 @@ from Wan_SR.sampling.clip import iter_pixel_windows, pixel_window_plan
 from Wan_SR.sampling.latent_windows import (decode_streamed, encode_streamed, latent_windows,
                                             sample_windows)
 from Wan_SR.sampling.pipeline import pad_frames, padded_shape
-from .common import (Summary, clean_stale_partials, output_names, same_settings,
-                     write_run_config)
+from .common import Records, Summary, end_run, output_names, start_run
 from .parallel import finish, pixel_frames, share_work
 
 log = logging.getLogger(__name__)
 
 _OUT = OutputOptions()
+SCRIPT = "inference_step_1.py"
 
 
 @dataclass
@@ -95,28 +96,31 @@ class VideoJob:
     height: int          # processing = output size (after --upscale)
     width: int
     audio: Optional[Path]
+    records: Records     # removes and writes each output's record
 
 
 def plan_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
-               same_settings: bool = True, name: Optional[str] = None) -> Optional[VideoJob]:
-    """Outputs, decoded branches and sizes of one video; None when ``skip_existing`` finds every
-    output complete (and made with the same settings: ``same_settings``)."""
+               records: Optional[Records] = None, name: Optional[str] = None
+               ) -> Optional[VideoJob]:
+    """Outputs, decoded branches and sizes of one video; None when ``skip_existing`` keeps
+    every output (complete and recorded with the settings of ``records``; default: this
+    pipeline's and ``opts``' settings)."""
     n_draft = len(pipe.config.timestep_draft_list)
     names = branch_names(n_draft)
     outputs = resolve_outputs(opts.outputs, n_draft)
     info = info or video_io.probe(in_path, fps=opts.fps)
     name = name or video_io.stem(info.path)
-    if opts.skip_existing and same_settings:
+    records = records or Records(SCRIPT, restore_settings(pipe, opts))
+    if opts.skip_existing:
         outputs = [o for o in outputs
-                   if not video_io.is_complete_output(output_path(output_dir, o, name),
-                                                      info.num_frames)]
+                   if records.check(output_path(output_dir, o, name), info.num_frames)]
         if not outputs:
             return None
     decode = [b for b in names if b in outputs or (FINAL in outputs and b in (names[0], names[-1]))]
     W = info.width if opts.upscale == 1 else int(round(info.width * opts.upscale))
     H = info.height if opts.upscale == 1 else int(round(info.height * opts.upscale))
     audio = info.path if (opts.copy_audio and info.has_audio and not info.is_folder) else None
-    return VideoJob(info, name, names, outputs, decode, H, W, audio)
+    return VideoJob(info, name, names, outputs, decode, H, W, audio, records)
 
 
 def tag_clip(pipe, job: VideoJob, opts: RestoreOptions) -> None:
@@ -146,11 +150,10 @@ def open_writers(job: VideoJob, output_dir, opts: RestoreOptions) -> dict:
     writers = {}
     try:
         for o in job.outputs:
-            writers[o] = video_io.VideoWriter(output_path(output_dir, o, job.name),
-                                              fps=job.info.rate, size=(job.width, job.height),
-                                              quality=opts.save_quality, audio_from=job.audio,
-                                              audio_codec=job.info.audio_codec, background=True,
-                                              sar=job.info.sar)
+            writers[o] = job.records.open_writer(
+                output_path(output_dir, o, job.name), fps=job.info.rate,
+                size=(job.width, job.height), quality=opts.save_quality, audio_from=job.audio,
+                audio_codec=job.info.audio_codec, background=True, sar=job.info.sar)
     except BaseException:
         abort_writers(writers)
         raise
@@ -207,30 +210,32 @@ def write_outputs(writers: dict, done: dict, job: VideoJob, opts: RestoreOptions
 
 
 def close_writers(writers: dict, job: VideoJob) -> dict:
-    """Check every output got exactly the input's frame count, then close: {output: path}."""
+    """Check every output got exactly the input's frame count, then close each and record it
+    (:meth:`Records.close_writer`): {output: path}."""
     N = job.info.num_frames
     for o, wr in writers.items():
         if wr.frames_written != N:
             raise video_io.VideoError(f"{job.name}: {o} got {wr.frames_written} of {N} frames")
-    return {o: wr.close() for o, wr in writers.items()}
+    return {o: job.records.close_writer(wr) for o, wr in writers.items()}
 
 
 def restore_video(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
-                  progress: bool = True, same_settings: bool = True,
+                  progress: bool = True, records: Optional[Records] = None,
                   name: Optional[str] = None) -> dict:
     """Restore one video (file or frame folder) to ``<output_dir>/<branch>/<name>.mp4``
-    (``name``: default the input's base name). Returns {output: path} of what was written."""
+    (``name``: default the input's base name), each output with its record (``records``, see
+    :func:`plan_video`). Returns {output: path} of what was written."""
     run = restore_video_latent if opts.window_space == "latent" else restore_video_pixel
-    return run(pipe, in_path, output_dir, opts, info=info, progress=progress,
-               same_settings=same_settings, name=name)
+    return run(pipe, in_path, output_dir, opts, info=info, progress=progress, records=records,
+               name=name)
 
 
 def restore_video_pixel(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
-                        progress: bool = True, same_settings: bool = True,
+                        progress: bool = True, records: Optional[Records] = None,
                         name: Optional[str] = None) -> dict:
     """The published pixel windows: every window x tile is encoded, sampled and decoded on its
     own and blended in pixels. Returns {output: path} of what was written."""
-    job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
+    job = plan_video(pipe, in_path, output_dir, opts, info, records, name)
     if job is None:
         return {}
     tag_clip(pipe, job, opts)
@@ -328,11 +333,11 @@ def _decode_groups(job: VideoJob) -> list[list[str]]:
 
 
 def restore_video_latent(pipe, in_path, output_dir, opts: RestoreOptions, info=None,
-                         progress: bool = True, same_settings: bool = True,
+                         progress: bool = True, records: Optional[Records] = None,
                          name: Optional[str] = None) -> dict:
     """:func:`restore_video_pixel` with latent-space windows (same outputs, layout, skipping,
     audio, upscale, frame count and fps). Returns {output: path} of what was written."""
-    job = plan_video(pipe, in_path, output_dir, opts, info, same_settings, name)
+    job = plan_video(pipe, in_path, output_dir, opts, info, records, name)
     if job is None:
         return {}
     tag_clip(pipe, job, opts)
@@ -368,7 +373,8 @@ def _bar(enabled: bool, **kw):
 
 
 def restore_settings(pipe, opts: RestoreOptions) -> dict:
-    """The settings that decide step 1's outputs (compared by ``--skip_existing``)."""
+    """The settings that decide step 1's outputs (in each output's record, compared by
+    ``--skip_existing``)."""
     cfg = pipe.config
     return {
         "sampling": {"timestep_base": cfg.timestep_base,
@@ -376,7 +382,9 @@ def restore_settings(pipe, opts: RestoreOptions) -> dict:
                      "k_select": cfg.k_select, "cfg_scale": cfg.cfg_scale,
                      "denoising_strength": cfg.denoising_strength,
                      "dtype": str(pipe.dtype).replace("torch.", ""),
-                     "prompt": getattr(pipe, "prompt", None)},
+                     # the prompt before per-clip tags (those follow from "tags")
+                     "prompt": getattr(pipe, "base_prompt", None) or getattr(pipe, "prompt",
+                                                                             None)},
         "windows": dataclasses.asdict(opts.windows),
         "fusion": dataclasses.asdict(opts.fusion),
         "upscale": opts.upscale, "fps": opts.fps, "save_quality": opts.save_quality,
@@ -386,16 +394,17 @@ def restore_settings(pipe, opts: RestoreOptions) -> dict:
     }
 
 
-def restore_video_split(pipe, in_path, output_dir, opts: RestoreOptions, info, same_settings: bool,
-                        name: str) -> tuple[dict, int]:
+def restore_video_split(pipe, in_path, output_dir, opts: RestoreOptions, info,
+                        records: Optional[Records], name: str) -> tuple[dict, int]:
     """Restore one video with every process (pixel windows): its temporal windows are cut into
     contiguous parts (:func:`Wan_SR.core.windows.split_parts`), part ``i`` restored by process
     ``i % size`` together with the windows before its seam, and every frame goes in order to
-    the main process, which writes the outputs: the same frames as one process writes.
+    the main process, which writes (and records) the outputs: the same frames as one process
+    writes.
     Returns ({output: path} on the main process, frames this process made); raises on every
     process when any part failed."""
     main = current().is_main
-    job = on_main(lambda: plan_video(pipe, in_path, output_dir, opts, info, same_settings, name),
+    job = on_main(lambda: plan_video(pipe, in_path, output_dir, opts, info, records, name),
                   share=True)
     if job is None:
         return {}, 0
@@ -450,21 +459,17 @@ def restore_video_split(pipe, in_path, output_dir, opts: RestoreOptions, info, s
 def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=None) -> int:
     """Restore every video / frame folder of ``input_dir`` (or the given ``inputs``). A file that
     cannot be read or fails is reported by name and the others still run. Writes
-    ``run_config.json``. Returns 0 if all succeeded, else 1."""
+    ``run_config.json`` when it starts (and marks it finished at the end) and each output's
+    record as soon as the output is complete. Returns 0 if all succeeded, else 1."""
     if inputs is None:
         inputs = video_io.list_inputs(input_dir, sort=opts.sort_files)
     if not inputs:
         log.error("no videos or frame folders in %s", input_dir)
         return 1
-    settings = restore_settings(pipe, opts)
-    same = same_settings(output_dir, settings)
-    if opts.skip_existing and not same and Path(output_dir).exists():
-        log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
-                    " every output is redone", output_dir)
     names = output_names(inputs)
     outs = resolve_outputs(opts.outputs, len(pipe.config.timestep_draft_list))
-    if current().is_main:
-        clean_stale_partials(output_dir, *(Path(output_dir) / o for o in outs))
+    records = start_run(SCRIPT, restore_settings(pipe, opts), output_dir,
+                        [output_dir, *(Path(output_dir) / o for o in outs)])
     t_run = time.perf_counter()
     share = share_work(inputs, lambda p: video_io.probe(p, fps=opts.fps), pixel_frames,
                        opts.split, can_split=opts.window_space == "pixel")
@@ -474,7 +479,7 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
         try:
             info = share.info(path)
             t0 = time.perf_counter()
-            out, made = restore_video_split(pipe, path, output_dir, opts, info, same, name)
+            out, made = restore_video_split(pipe, path, output_dir, opts, info, records, name)
             secs = time.perf_counter() - t0
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
             if current().is_main:
@@ -490,7 +495,7 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
         try:
             info = share.info(path)
             t0 = time.perf_counter()
-            out = restore_video(pipe, path, output_dir, opts, info=info, same_settings=same,
+            out = restore_video(pipe, path, output_dir, opts, info=info, records=records,
                                 name=name)
             secs = time.perf_counter() - t0
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
@@ -500,9 +505,9 @@ def restore_folder(pipe, input_dir, output_dir, opts: RestoreOptions, inputs=Non
             summary.made(info.num_frames, secs)
         _report(summary, name, info, out, secs)
     log_tagging_cost(pipe)
+    summary.redone.update(records.redone)
     status = finish(summary, time.perf_counter() - t_run)
-    if current().is_main:
-        write_run_config(output_dir, "inference_step_1.py", settings)
+    end_run(output_dir, records, status)
     return status
 
 

@@ -7,7 +7,7 @@ streamed: frames are read in temporal windows, fused, and written as soon as the
 a video is never held whole in memory. Fusion works frame by frame, so the temporal windows
 only bound memory: every frame is fused exactly once, by the first window that covers it.
 Nothing intermediate is written to disk (the output goes to a temporary name beside the final
-one and is renamed when complete).
+one and is renamed when complete; its record, :class:`Wan_SR.runs.common.Records`, follows).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -27,11 +28,12 @@ from Wan_SR.core.distributed import current, items_per_part, on_main, ordered_pa
 from Wan_SR.core.windows import new_frame_ranges, split_parts
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
-from .common import Summary, clean_stale_partials, same_settings, write_run_config
+from .common import Records, Summary, end_run, start_run
 from .parallel import finish, pixel_frames, share_work
 
 log = logging.getLogger(__name__)
 _OUT = OutputOptions()
+SCRIPT = "inference_step_2.py"
 
 
 @dataclass
@@ -69,7 +71,8 @@ class Step2Options:
         return self.fusion.kwargs(self.windows)
 
     def settings(self) -> dict:
-        """What decides the outputs (compared by ``--skip_existing``)."""
+        """What decides the outputs (in each output's record, compared by
+        ``--skip_existing``)."""
         return {"windows": dataclasses.asdict(self.windows),
                 "fusion": dataclasses.asdict(self.fusion), "fps": self.fps,
                 "save_quality": self.save_quality}
@@ -134,36 +137,45 @@ def open_readers(info_c: video_io.VideoInfo, info_s: video_io.VideoInfo) -> tupl
             video_io.FrameReader(info_s.path, info=info_s, prefetch=4))
 
 
-def open_writer(info_c: video_io.VideoInfo, out_path: Path, opts: Step2Options):
+def open_writer(info_c: video_io.VideoInfo, out_path: Path, opts: Step2Options,
+                records: Records):
     audio = info_c.path if info_c.has_audio else None
-    return video_io.VideoWriter(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
-                                quality=opts.save_quality, audio_from=audio,
-                                audio_codec=info_c.audio_codec, background=True, sar=info_c.sar)
+    return records.open_writer(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
+                               quality=opts.save_quality, audio_from=audio,
+                               audio_codec=info_c.audio_codec, background=True, sar=info_c.sar)
 
 
-def close_writer(writer, name: str, n: int):
-    """Check the frame count, then close (the output appears under its name)."""
+def close_writer(writer, name: str, n: int, records: Records):
+    """Check the frame count, then close (the output appears under its name) and record it."""
     if writer.frames_written != n:
         raise video_io.VideoError(f"{name}: wrote {writer.frames_written} of {n} frames")
-    return writer.close()
+    return records.close_writer(writer)
+
+
+def default_records(opts: Step2Options, records: Optional[Records]) -> Records:
+    """``records``, or new ones with the settings of ``opts``."""
+    return records or Records(SCRIPT, opts.settings())
 
 
 def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo, out_path: Path,
-              opts: Step2Options, device: torch.device) -> int:
-    """Stream one pair through the fusion into ``out_path``; returns the frames written.
+              opts: Step2Options, device: torch.device, records: Optional[Records] = None
+              ) -> int:
+    """Stream one pair through the fusion into ``out_path`` (with its record, see
+    :func:`default_records`); returns the frames written.
     The overlap of a window with the previous one is already fused: each window reads and
     fuses only its new frames (:func:`Wan_SR.core.windows.new_frame_ranges`)."""
     n = info_c.num_frames
+    records = default_records(opts, records)
     readers = open_readers(info_c, info_s)
     bar = progress(total=n, desc=name, unit="frame")
     try:
-        with open_writer(info_c, out_path, opts) as writer:
+        with open_writer(info_c, out_path, opts, records) as writer:
             for frames in fused_chunks(readers, new_frame_ranges(n, opts.windows.window_t,
                                                                  opts.windows.overlap_t),
                                        opts, device):
                 writer.write(frames)
                 bar.update(frames.shape[0])
-            close_writer(writer, name, n)
+            close_writer(writer, name, n, records)
     finally:
         bar.close()
         for r in readers:
@@ -172,12 +184,14 @@ def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
 
 
 def fuse_pair_split(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
-                    out_path: Path, opts: Step2Options, device: torch.device) -> int:
+                    out_path: Path, opts: Step2Options, device: torch.device,
+                    records: Optional[Records] = None) -> int:
     """:func:`fuse_pair` with every process: the windows' new frames are cut into contiguous
     parts, part ``i`` fused by process ``i % size`` and written in order by the main process
     (the same chunks, so the same frames). Returns the frames this process fused; raises on
     every process when a part failed."""
     n = info_c.num_frames
+    records = default_records(opts, records)
     ranges = new_frame_ranges(n, opts.windows.window_t, opts.windows.overlap_t)
     size = current().size
     parts = split_parts(len(ranges), size,
@@ -192,10 +206,10 @@ def fuse_pair_split(name: str, info_c: video_io.VideoInfo, info_s: video_io.Vide
             state["made"] += frames.shape[0]
             yield {"frames": frames}
 
-    writer = on_main(lambda: open_writer(info_c, out_path, opts))
+    writer = on_main(lambda: open_writer(info_c, out_path, opts, records))
     try:
         ordered_parts(len(parts), produce, lambda item: writer.write(item["frames"]))
-        on_main(lambda: close_writer(writer, name, n))
+        on_main(lambda: close_writer(writer, name, n, records))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -207,10 +221,10 @@ def fuse_pair_split(name: str, info_c: video_io.VideoInfo, info_s: video_io.Vide
 
 
 def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
-    """Fuse every pair of the two folders into ``output_dir/<name>.mp4`` and write
-    ``run_config.json``. Returns the exit status: 0 when every input was fused (or skipped as
-    already complete), 1 when any input was skipped for a problem or failed, 2 when the folders
-    cannot be read."""
+    """Fuse every pair of the two folders into ``output_dir/<name>.mp4``, each with its record,
+    and write ``run_config.json`` (at the start; marked finished at the end). Returns the exit
+    status: 0 when every input was fused (or skipped as already complete), 1 when any input
+    was skipped for a problem or failed, 2 when the folders cannot be read."""
     device = resolve_device(opts.device)
     try:
         pairs, problems = pair_inputs(consistent_dir, sharp_dir, sort=opts.sort_files)
@@ -220,14 +234,8 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
     for msg in problems:
         log.warning("skipped: %s", msg)
     output_dir = Path(output_dir)
-    settings = opts.settings()
-    same = same_settings(output_dir, settings)
-    if opts.skip_existing and not same and output_dir.exists():
-        log.warning("--skip_existing: %s was made with other settings (or has no run_config.json):"
-                    " every output is redone", output_dir)
+    records = start_run(SCRIPT, opts.settings(), output_dir, [output_dir])
     main = current().is_main
-    if main:
-        clean_stale_partials(output_dir)
     t_run = time.perf_counter()
     paths = {name: (path_c, path_s) for name, path_c, path_s in pairs}
     share = share_work(list(paths), lambda name: probe_pair(name, *paths[name], opts.fps),
@@ -247,12 +255,13 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
             report.problems.append(str(e))
             log.warning("skipped: %s: %s", name, e)
             continue
-        if skip_pair(name, info_c, info_s, out_path, opts, same, report):
+        skip = partial(skip_pair, name, info_c, info_s, out_path, opts, records, report)
+        if on_main(skip, share=True) if together else skip():  # together: the main decides
             continue
         t0 = time.perf_counter()
         try:
             made = (fuse_pair_split if together else fuse_pair)(name, info_c, info_s, out_path,
-                                                                opts, device)
+                                                                opts, device, records)
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
             report.fail(name, e)
             continue
@@ -260,9 +269,9 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
         report.done.append(name)
         log.info("%s: wrote %s (%d frames at %s fps)", name, out_path, info_c.num_frames,
                  info_c.rate)
+    summary.redone.update(records.redone)
     status = finish(summary, time.perf_counter() - t_run)
-    if main:
-        write_run_config(output_dir, "inference_step_2.py", settings)
+    end_run(output_dir, records, status)
     return status
 
 
@@ -271,16 +280,16 @@ def probe_pair(name: str, path_c: Path, path_s: Path, fps: Optional[float]) -> t
     return video_io.probe(path_c, fps=fps), video_io.probe(path_s)
 
 
-def skip_pair(name, info_c, info_s, out_path, opts: Step2Options, same: bool,
+def skip_pair(name, info_c, info_s, out_path, opts: Step2Options, records: Records,
               summary: Summary) -> bool:
-    """True (with a notice in ``summary``) when the pair cannot be fused (a problem) or its
-    output is complete and ``--skip_existing`` keeps it."""
+    """True (with a notice in ``summary``) when the pair cannot be fused (a problem) or
+    ``--skip_existing`` keeps its output (complete, recorded with the same settings)."""
     msg = check_pair(name, info_c, info_s)
     if msg is not None:
         summary.problems.append(msg)
         log.warning("skipped: %s", msg)
         return True
-    if opts.skip_existing and same and video_io.is_complete_output(out_path, info_c.num_frames):
+    if opts.skip_existing and records.check(out_path, info_c.num_frames) is None:
         summary.skipped.append(name)
         log.info("%s: %s is complete (%d frames), skipped", name, out_path, info_c.num_frames)
         return True
