@@ -249,7 +249,7 @@ def resolve_lpips_state_dict(path: PathLike | Sequence[PathLike]) -> dict:
         if (w < 0).any():
             logger.warning("LPIPS linear layer lin%d has negative weights", k)
         sd[f"lins.{k}.weight"] = w
-    logger.info("LPIPS-VGG weights: %s", names)
+    logger.debug("LPIPS-VGG weights: %s", names)
     return sd
 
 
@@ -264,6 +264,7 @@ def load_lpips(path: PathLike | Sequence[PathLike], device: torch.device | str =
     model.scaling = ScalingLayer()  # buffers are not in the state dict: rebuild off the meta device
     model = model.to(device=device, dtype=dtype).eval()
     model.requires_grad_(False)
+    logger.info("LPIPS-VGG loaded from %s", path)
     return model
 
 
