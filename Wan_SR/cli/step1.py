@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, SamplingOptions,
-                                 SplitOptions, WindowOptions, branch_names, parse_fps)
+from Wan_SR.core.options import (FINAL, FusionOptions, OutputOptions, PSSRModelOptions,
+                                 SamplingOptions, SplitOptions, WindowOptions, branch_names,
+                                 parse_fps)
 from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, check_device,
                      check_input_dir, check_writable_dir, options_from_args, same_folder,
                      setup_from_args)
@@ -40,34 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "upscaled 1280x720 clips)")
     io.add_argument("--no_audio", action="store_true", help="do not copy the input's audio")
     add_options(io, OutputOptions)
-    m = p.add_argument_group("models")
-    m.add_argument("--wan_model_dir", default="dependent_models/Wan2.1-T2V-1.3B",
-                   help="folder with the official Wan2.1-T2V-1.3B files")
-    m.add_argument("--dit_path", default=None,
-                   help="override: the DiT file (diffusion_pytorch_model.safetensors)")
-    m.add_argument("--vae_path", default=None, help="override: the VAE file (Wan2.1_VAE.pth)")
-    m.add_argument("--umt5_path", default=None,
-                   help="override: the text encoder (models_t5_umt5-xxl-enc-bf16.pth)")
-    m.add_argument("--tokenizer_path", default=None,
-                   help="override: the umT5 tokenizer folder (google/umt5-xxl)")
-    m.add_argument("--lora_base_path", default="checkpoints/pretrained_models/base.safetensors",
-                   help="PS-SR base weights (LoRA + widened patch embedding + head)")
-    m.add_argument("--lora_draft_path", default="checkpoints/pretrained_models/draft.safetensors",
-                   help="PS-SR draft weights (pruned DiT + fc layers)")
-    m.add_argument("--ram_path", default="dependent_models/ram_swin_large_14m.pth",
-                   help="RAM Swin-L tagger weights (optional): tags of one frame per clip are "
-                        "appended to the prompt ('<prompt>, <tags>'); absent: the prompt alone")
-    m.add_argument("--DAPE_path", default="dependent_models/DAPE.pth",
-                   help="DAPE degradation-aware weights for the tagger (optional; absent: RAM "
-                        "alone)")
-    m.add_argument("--no_tags", action="store_true",
-                   help="do not tag: use the prompt alone even when the RAM weights are there")
-    m.add_argument("--prompt_cache_dir", default=None,
-                   help="where prompt embeddings are cached (default: ~/.cache/ps_sr or "
-                        "$PSSR_CACHE_DIR)")
-    m.add_argument("--num_heads", type=int, default=None,
-                   help="attention heads of the DiT when the file does not say (default: from "
-                        "the file's metadata or its width)")
+    add_options(p.add_argument_group("models"), PSSRModelOptions)
     s = p.add_argument_group("sampling")
     add_options(s, SamplingOptions)
     s.add_argument("--window_space", default="pixel", choices=["pixel", "latent"],
@@ -161,10 +135,9 @@ def check_weights(args) -> None:
     prompt embeddings are not cached yet)."""
     from Wan_SR.models.tagger import will_tag
     from Wan_SR.models.text import PromptEncoder
-    from Wan_SR.models.wan import require_files, resolve_wan_files
+    from Wan_SR.models.wan import require_files, wan_files_of
 
-    files = resolve_wan_files(args.wan_model_dir, args.dit_path, args.vae_path, args.umt5_path,
-                              args.tokenizer_path)
+    files = wan_files_of(options_from_args(PSSRModelOptions, args))
     enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=args.prompt_cache_dir)
     prompts = [args.prompt] + ([args.negative_prompt] if args.cfg_scale != 1.0 else [])
     # tagged prompts are only known per clip: tagging needs the encoder

@@ -36,6 +36,43 @@ def opt(default, help: str, **kw):
 
 
 @dataclass
+class ModelFileOptions:
+    """The model files every command that loads models reads (docs/method.md §5, §8): the
+    official Wan2.1 files, the prompt-embedding cache and the tagger's weights."""
+    wan_model_dir: str = opt("dependent_models/Wan2.1-T2V-1.3B",
+                             "folder with the official Wan2.1-T2V-1.3B files")
+    dit_path: Optional[str] = opt(None, "override: the DiT file "
+                                        "(diffusion_pytorch_model.safetensors)")
+    vae_path: Optional[str] = opt(None, "override: the VAE file (Wan2.1_VAE.pth)")
+    umt5_path: Optional[str] = opt(None, "override: the text encoder "
+                                         "(models_t5_umt5-xxl-enc-bf16.pth), needed for prompts "
+                                         "not in the prompt cache yet and for tagged prompts")
+    tokenizer_path: Optional[str] = opt(None, "override: the umT5 tokenizer folder "
+                                              "(google/umt5-xxl)")
+    prompt_cache_dir: Optional[str] = opt(None, "where prompt embeddings are cached (default: "
+                                                "~/.cache/ps_sr or $PSSR_CACHE_DIR)")
+    num_heads: Optional[int] = opt(None, "attention heads of the DiT when the file does not say "
+                                         "(default: from the file's metadata or its width)")
+    ram_path: Optional[str] = opt("dependent_models/ram_swin_large_14m.pth",
+                                  "RAM Swin-L tagger weights (optional): tags of one frame are "
+                                  "appended to the prompt ('<prompt>, <tags>'); absent: the "
+                                  "prompt alone")
+    DAPE_path: Optional[str] = opt("dependent_models/DAPE.pth",
+                                   "DAPE degradation-aware weights for the tagger (optional; "
+                                   "absent: RAM alone)")
+    no_tags: bool = opt(False, "do not tag: the prompt alone even when the RAM weights are there")
+
+
+@dataclass
+class PSSRModelOptions(ModelFileOptions):
+    """Inference: the model files and the PS-SR checkpoints (docs/method.md §8)."""
+    lora_base_path: str = opt("checkpoints/pretrained_models/base.safetensors",
+                              "PS-SR base weights (LoRA + widened patch embedding + head)")
+    lora_draft_path: str = opt("checkpoints/pretrained_models/draft.safetensors",
+                               "PS-SR draft weights (pruned DiT + fc layers)")
+
+
+@dataclass
 class WindowOptions:
     """Sliding windows in frames / pixels (docs/method.md, "Sliding windows")."""
     window_t: int = opt(33, "frames per temporal window")

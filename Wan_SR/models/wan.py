@@ -97,6 +97,12 @@ def resolve_wan_files(wan_model_dir: Optional[str] = None, dit_path: Optional[st
     )
 
 
+def wan_files_of(o, model_paths: Sequence[str | os.PathLike] = ()) -> WanFiles:
+    """:func:`resolve_wan_files` for a :class:`Wan_SR.core.options.ModelFileOptions`."""
+    return resolve_wan_files(o.wan_model_dir, o.dit_path, o.vae_path, o.umt5_path,
+                             o.tokenizer_path, model_paths=model_paths)
+
+
 # the key that tells each Wan2.1 file apart (sizes are read later, from the state dicts)
 _WAN_KINDS = (("dit", "blocks.0.self_attn.q.weight"), ("vae", "encoder.conv1.weight"),
               ("t5", "token_embedding.weight"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from Wan_SR.core.options import DEFAULT_NEGATIVE_PROMPT, opt
+from Wan_SR.core.options import DEFAULT_NEGATIVE_PROMPT, ModelFileOptions, opt
 
 
 @dataclass
@@ -30,14 +30,9 @@ class DataOptions:
 
 
 @dataclass
-class ModelOptions:
-    wan_model_dir: str = opt("dependent_models/Wan2.1-T2V-1.3B",
-                             "folder with the official Wan2.1-T2V-1.3B files")
-    dit_path: Optional[str] = opt(None, "override: the DiT file")
-    vae_path: Optional[str] = opt(None, "override: the VAE file")
-    umt5_path: Optional[str] = opt(None, "override: the text encoder file (for prompts not in "
-                                         "the prompt cache yet, and for tagged prompts)")
-    tokenizer_path: Optional[str] = opt(None, "override: the umT5 tokenizer folder")
+class ModelOptions(ModelFileOptions):
+    DAPE_path: Optional[str] = opt(None, "DAPE weights for the tagger (the release trains with "
+                                         "RAM alone; inference uses DAPE)")
     model_paths: Optional[str] = opt(None, "the release's alternative to --wan_model_dir: a JSON "
                                            "list of the Wan2.1 files, e.g. '[\"a/dit.safetensors\", "
                                            "\"a/vae.pth\"]' (any names: each is recognised by its "
@@ -46,17 +41,8 @@ class ModelOptions:
         None, "the release's 'model id:file pattern' list, e.g. Wan-AI/Wan2.1-T2V-1.3B:"
               "diffusion_pytorch_model*.safetensors: the files are taken from ./models/<model "
               "id>/, where DiffSynth downloads them (nothing is downloaded here)")
-    prompt_cache_dir: Optional[str] = opt(None, "prompt embedding cache (default ~/.cache/ps_sr)")
-    num_heads: Optional[int] = opt(None, "DiT attention heads when the file does not say")
-    ram_path: Optional[str] = opt("dependent_models/ram_swin_large_14m.pth",
-                                  "RAM Swin-L tagger: tags of one frame per sample are appended to "
-                                  "its prompt ('<prompt>, <tags>'), as published; absent: the "
-                                  "prompt alone")
-    DAPE_path: Optional[str] = opt(None, "DAPE weights for the tagger (the release trains with "
-                                         "RAM alone; inference uses DAPE)")
     tag_source: str = opt("hq", "the frame that is tagged: hq (the release) or lq (the degraded "
                                 "clip, what inference sees)", choices=("hq", "lq"))
-    no_tags: bool = opt(False, "do not tag: the prompts alone")
     low_memory: bool = opt(False, "with tags: keep the tagger and the umT5 encoder on the CPU "
                                   "between uses (they visit the GPU per sample)")
     lora_rank: int = opt(32, "LoRA rank (alpha = rank)")
@@ -68,12 +54,10 @@ class ModelOptions:
 
     def wan_files(self):
         """The Wan2.1 files these options name (:func:`Wan_SR.models.wan.resolve_wan_files`)."""
-        from Wan_SR.models.wan import parse_model_paths, resolve_model_ids, resolve_wan_files
+        from Wan_SR.models.wan import parse_model_paths, resolve_model_ids, wan_files_of
 
-        paths = parse_model_paths(self.model_paths) + resolve_model_ids(
-            self.model_id_with_origin_paths)
-        return resolve_wan_files(self.wan_model_dir, self.dit_path, self.vae_path, self.umt5_path,
-                                 self.tokenizer_path, model_paths=paths)
+        return wan_files_of(self, parse_model_paths(self.model_paths)
+                            + resolve_model_ids(self.model_id_with_origin_paths))
 
 
 @dataclass
