@@ -12,6 +12,7 @@ import pytest
 
 from Wan_SR.core.files import partial_name
 from Wan_SR.data import video_io
+from Wan_SR.data.video_io.probing import _rotation, _video_block
 
 LOGGER = "Wan_SR.data.video_io"
 
@@ -194,10 +195,10 @@ def test_rotation_parsed_from_old_and_new_ffmpeg_text():
            ", 96x64 [SAR 1:1 DAR 3:2], 25 fps, 25 tbr, 12800 tbn (default)\n"
            "    Side data:\n      Display Matrix: rotation of -90.00 degrees\n")
     tag_only = old.replace("      displaymatrix: rotation of 90.00 degrees\n", "")
-    assert video_io._rotation(video_io._video_block(old)[1]) == 90
-    assert video_io._rotation(video_io._video_block(new)[1]) == 270
-    assert video_io._rotation(video_io._video_block(tag_only)[1]) == 90  # tag counts clockwise
-    assert video_io._rotation(video_io._video_block(new.replace("-90.00", "0.00"))[1]) == 0
+    assert _rotation(_video_block(old)[1]) == 90
+    assert _rotation(_video_block(new)[1]) == 270
+    assert _rotation(_video_block(tag_only)[1]) == 90  # tag counts clockwise
+    assert _rotation(_video_block(new.replace("-90.00", "0.00"))[1]) == 0
 
 
 def test_anamorphic_clip_keeps_its_sar(tmp_path):
