@@ -56,7 +56,7 @@ def main():
     if not a.no_text_encoder:
         from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 
-        from Wan_SR.tools.make_tiny_checkpoints import REAL_T5
+        from Wan_SR.testing.checkpoints import REAL_T5
 
         t0 = time.perf_counter()
         with torch.device(dev):

@@ -38,7 +38,7 @@ def build(size: str, device, published: bool):
 
     from Wan_SR.models.lora import inject_lora
     from Wan_SR.models.wan import widen_patch_embedding
-    from Wan_SR.tools.make_tiny_checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
+    from Wan_SR.testing.checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
     from Wan_SR.training.models import unfreeze_full_tensors, upcast_trainable
 
     real = size == "real"
@@ -72,7 +72,7 @@ def build(size: str, device, published: bool):
     if published and real:  # the release keeps the umT5-xxl encoder on the GPU
         from diffsynth.models.wan_video_text_encoder import WanTextEncoder
 
-        from Wan_SR.tools.make_tiny_checkpoints import REAL_T5
+        from Wan_SR.testing.checkpoints import REAL_T5
 
         with torch.device(device):
             t5 = WanTextEncoder(**REAL_T5).to(torch.bfloat16).requires_grad_(False)
@@ -174,7 +174,7 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     size = "tiny" if a.quick else "real"
     shapes = [(9, 32, 48)] if a.quick else [(33, 720, 1280), (17, 480, 832)]
-    from Wan_SR.training.lpips import write_random_lpips_weights
+    from Wan_SR.testing.lpips import write_random_lpips_weights
 
     lpips_dir = tempfile.mkdtemp()
     write_random_lpips_weights(lpips_dir)

@@ -35,7 +35,7 @@ def bench(shape, quick, device, repeats, warmup, lpips_dir):
     from Wan_SR.sampling.speculative import base_step
     from Wan_SR.sampling.speed import attention_context
     from Wan_SR.sampling.timeline import FlowTimeline
-    from Wan_SR.tools.make_tiny_checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
+    from Wan_SR.testing.checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
     from Wan_SR.training import losses
     from Wan_SR.training.draft import DraftLoss, condition, weighted
     from Wan_SR.training.lpips import load_lpips
@@ -113,7 +113,7 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from Wan_SR.training.lpips import write_random_lpips_weights
+    from Wan_SR.testing.lpips import write_random_lpips_weights
 
     lpips_dir = tempfile.mkdtemp()
     write_random_lpips_weights(lpips_dir)

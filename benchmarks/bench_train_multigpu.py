@@ -73,7 +73,7 @@ def main():
     work, env, script = script_runs(a.work, a.size, a.light)
     import torch
 
-    from Wan_SR.training.lpips import write_random_lpips_weights
+    from Wan_SR.testing.lpips import write_random_lpips_weights
 
     lpips = work / "lpips"
     write_random_lpips_weights(lpips)

@@ -75,7 +75,7 @@ def main():
 
     from Wan_SR.models.wan import vae_decode, vae_encode
     from Wan_SR.sampling.speed import vae_channels_last
-    from Wan_SR.tools.make_tiny_checkpoints import REAL_VAE
+    from Wan_SR.testing.checkpoints import REAL_VAE
 
     dev, dt = "cuda", torch.bfloat16
     torch.manual_seed(0)

@@ -42,7 +42,7 @@ def build_models(size="real", device="cuda", dtype=torch.bfloat16, k_select=1.5,
 
     from Wan_SR.models.draft import build_draft
     from Wan_SR.models.wan import widen_patch_embedding
-    from Wan_SR.tools.make_tiny_checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
+    from Wan_SR.testing.checkpoints import REAL_DIT, REAL_VAE, TINY_DIT, TINY_VAE
 
     torch.manual_seed(seed)
     dcfg = dict(REAL_DIT if size == "real" else TINY_DIT)

@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", message=".*pynvml.*")
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """Root folder holding dependent_models/ and checkpoints/ with tiny random weights."""
-    from Wan_SR.tools.make_tiny_checkpoints import make_checkpoints
+    from Wan_SR.testing.checkpoints import make_checkpoints
 
     root = tmp_path_factory.mktemp("tiny")
     make_checkpoints(root, "tiny", seed=0, log=lambda *a: None)

@@ -1,7 +1,10 @@
 """The package's imports run one way (docs/method.md, "Code layout"):
 
-    cli, tools -> runs -> training -> (sampling | fusion | metrics) -> (models | data) -> core
+    cli, tools -> (runs | testing) -> training -> (sampling | fusion | metrics) -> (models | data)
+    -> core
 
+``testing`` (fixtures: random weights in the official file layouts) is imported by tests,
+benchmarks and ``tools`` only, never by the code that restores, trains or scores.
 A module may import from its own package or from a lower layer, never from a higher one or a
 sibling of its layer, and no two modules import each other, directly or through others.
 Checked on the source with ast, so lazy imports inside functions count too."""
@@ -13,7 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "Wan_SR"
 LAYER = {"core": 0, "models": 1, "data": 1, "sampling": 2, "fusion": 2, "metrics": 2,
-         "training": 3, "runs": 4, "cli": 5, "tools": 5}
+         "training": 3, "runs": 4, "testing": 4, "cli": 5, "tools": 5}
+# The packages that may import Wan_SR.testing besides itself.
+TESTING_USERS = {"tools"}
 
 
 def module_name(path: Path) -> str:
@@ -81,6 +86,13 @@ def test_no_upward_or_sideways_imports():
     assert not bad, "\n".join(bad)
 
 
+def test_production_code_never_imports_the_fixtures():
+    bad = [f"{mod} -> {dep}" for mod, deps in graph().items() for dep in deps
+           if package_of(dep) == "testing"
+           and package_of(mod) not in TESTING_USERS | {"testing"}]
+    assert not bad, "\n".join(bad)
+
+
 def test_no_import_cycles():
     g = graph()
     g = {m: {d for d in deps if d in g and d != m and not m.startswith(d + ".")}
@@ -115,6 +127,16 @@ def test_checker_catches_an_upward_import(tmp_path, monkeypatch, bad_src, expect
     try:
         with pytest.raises(AssertionError, match="fusion._layout_probe_tmp"):
             test_no_upward_or_sideways_imports()
+    finally:
+        fake.unlink()
+
+
+def test_checker_catches_a_fixture_import():
+    fake = PKG / "cli" / "_fixture_probe_tmp.py"
+    fake.write_text("def f():\n    from Wan_SR.testing import checkpoints\n", encoding="utf-8")
+    try:
+        with pytest.raises(AssertionError, match="cli._fixture_probe_tmp -> Wan_SR.testing"):
+            test_production_code_never_imports_the_fixtures()
     finally:
         fake.unlink()
 

@@ -194,7 +194,7 @@ def test_real_size_layouts_match_registered_hashes():
     from diffsynth.models.wan_video_text_encoder import WanTextEncoder
     from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
 
-    from Wan_SR.tools.make_tiny_checkpoints import REAL_DIT, REAL_T5, REAL_VAE
+    from Wan_SR.testing.checkpoints import REAL_DIT, REAL_T5, REAL_VAE
 
     with init_weights_on_device():
         dit = WanModel(**REAL_DIT)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from Wan_SR.models import ram
+from Wan_SR.testing.ram import write_tiny_dape, write_tiny_ram
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TAGS = 4585
@@ -25,7 +26,7 @@ LORA_SCALE = 1 / 8  # loralib: lora_alpha (1) / r (8)
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("ram")
-    return ram.write_tiny_ram(d / ram.RAM_FILE), ram.write_tiny_dape(d / ram.DAPE_FILE)
+    return write_tiny_ram(d / ram.RAM_FILE), write_tiny_dape(d / ram.DAPE_FILE)
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +283,7 @@ def test_bad_dape_and_unreadable_files(files, tmp_path):
 
 
 def test_vocabulary_size_must_match(tmp_path):
-    path = ram.write_tiny_ram(tmp_path / "r.pth", num_tags=7)
+    path = write_tiny_ram(tmp_path / "r.pth", num_tags=7)
     with pytest.raises(ram.RAMWeightsError, match="7 tags"):
         ram.load_ram(path)
     names = [f"t{i}" for i in range(7)]

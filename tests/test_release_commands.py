@@ -205,7 +205,7 @@ CPU = ["--num_frames", "9", "--height", "32", "--width", "48", "--max_train_step
 def release_layout(tiny_root, tmp_path):
     """A folder laid out as the release's README expects: ./dependent_models (tiny Wan2.1, RAM,
     DAPE and random LPIPS weights), ./datasets/YouHQ with two clips, ./metadata_YouHQ.csv."""
-    from Wan_SR.training.lpips import write_random_lpips_weights
+    from Wan_SR.testing.lpips import write_random_lpips_weights
 
     dm = tmp_path / "dependent_models"
     for item in (tiny_root / "dependent_models").iterdir():

@@ -8,8 +8,8 @@ import torch.nn as nn
 
 from Wan_SR.training.discriminator import (LatentDiscriminator, discriminator_hinge_loss,
                                            feature_matching_loss, generator_adv_loss)
-from Wan_SR.training.lpips import (LPIPSWeightsError, load_lpips, resolve_lpips_state_dict,
-                                   write_random_lpips_weights)
+from Wan_SR.testing.lpips import write_random_lpips_weights
+from Wan_SR.training.lpips import LPIPSWeightsError, load_lpips, resolve_lpips_state_dict
 
 SMALL = dict(channels=(4, 8, 8, 16, 16), hidden=8)
 

@@ -28,9 +28,9 @@ pyiqa loads its file non-strictly on top of a backbone it takes from torchvision
 weights (``pyiqa/archs/lpips_arch.py``), so its file is treated the same way: linear layers
 always, backbone keys only if present. Hence torchvision's file is needed beside it.
 
-:func:`write_random_lpips_weights` writes random weights in these formats (tests, GPU timing);
 :func:`load_lpips` returns a frozen module (eval mode, no parameter gradients) whose output still
-has gradients with respect to its inputs.
+has gradients with respect to its inputs. Random weights in these formats (tests, GPU timing):
+:func:`Wan_SR.testing.lpips.write_random_lpips_weights`.
 """
 from __future__ import annotations
 
@@ -268,46 +268,5 @@ def load_lpips(path: PathLike | Sequence[PathLike], device: torch.device | str =
     return model
 
 
-def write_random_lpips_weights(path_or_dir: PathLike, seed: int = 0) -> list[Path]:
-    """Write random LPIPS-VGG weights in an accepted ``--lpips_weights`` format; returns the files.
-
-    * a folder (a path without a ``.pth`` suffix, created if needed): ``vgg16-397923af.pth``
-      (torchvision key names, feature-stack entries only) and ``vgg.pth`` (``lin{k}.model.1.weight``
-      as in the lpips package);
-    * a ``.pth`` file: one whole LPIPS state dict with the lpips/pyiqa key names
-      (``net.slice{k}.{i}.*``, ``lin{k}.model.1.weight``).
-
-    The backbone uses torchvision's VGG init (Kaiming-normal fan_out, zero bias); the linear
-    weights are uniform in [0, 1) / C_k (non-negative, like trained LPIPS).
-    """
-    gen = torch.Generator().manual_seed(int(seed))
-    backbone: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    c_in = 3
-    convs = [v for v in _VGG_CFG if v != "M"]
-    for idx, c_out in zip(VGG_CONV_INDICES, convs, strict=True):
-        w = torch.randn(c_out, c_in, 3, 3, generator=gen) * (2.0 / (c_out * 9)) ** 0.5
-        backbone[idx] = (w, torch.zeros(c_out))
-        c_in = c_out
-    lins = {k: torch.rand(1, c, 1, 1, generator=gen) / c for k, c in enumerate(LEVEL_CHANNELS)}
-    p = Path(path_or_dir)
-    if p.suffix == ".pth":
-        p.parent.mkdir(parents=True, exist_ok=True)
-        sd = {}
-        for idx, (w, b) in backbone.items():
-            sd[f"net.slice{SLICE_OF_INDEX[idx]}.{idx}.weight"] = w
-            sd[f"net.slice{SLICE_OF_INDEX[idx]}.{idx}.bias"] = b
-        sd.update({f"lin{k}.model.1.weight": w for k, w in lins.items()})
-        torch.save(sd, p)
-        return [p]
-    p.mkdir(parents=True, exist_ok=True)
-    tv = {}
-    for idx, (w, b) in backbone.items():
-        tv[f"features.{idx}.weight"] = w
-        tv[f"features.{idx}.bias"] = b
-    torch.save(tv, p / TORCHVISION_VGG16_FILE)
-    torch.save({f"lin{k}.model.1.weight": w for k, w in lins.items()}, p / LPIPS_LINEAR_FILE)
-    return [p / TORCHVISION_VGG16_FILE, p / LPIPS_LINEAR_FILE]
-
-
 __all__ = ["LPIPSVGG", "LPIPSWeightsError", "WEIGHTS_HELP", "load_lpips",
-           "resolve_lpips_state_dict", "write_random_lpips_weights"]
+           "resolve_lpips_state_dict"]
