@@ -7,6 +7,7 @@ rounded to 8-bit levels, cs term clamped at 0 as pyiqa does).
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from argparse import Namespace
@@ -525,10 +526,12 @@ def test_weights_dir_used_offline(data, monkeypatch, tmp_path):
 
             lin = {k: v for k, v in LPIPS(pretrained=False).state_dict().items()
                    if k.startswith("lin")}
-            url = "https://example.invalid/niqe_modelparameters.mat"
-            (wd / "niqe_modelparameters.mat").write_bytes(b"x")
-            assert du.load_file_from_url(url) == str((wd / "niqe_modelparameters.mat")
-                                                     .resolve())
+        # pyiqa's own loader finds a file of --weights_dir (linked into its cache), offline
+        url = "https://example.invalid/niqe_modelparameters.mat"
+        (wd / "niqe_modelparameters.mat").write_bytes(b"x")
+        with weight_guard("niqe", str(wd)):
+            assert Path(du.load_file_from_url(url)).resolve() == (wd / "niqe_modelparameters.mat"
+                                                                  ).resolve()
         torch.save(lin, wd / "LPIPS_v0.1_alex-df73285e.pth")
         res = run_eval(gt=data.gt, pred=data.pred, metrics="lpips,psnr", weights_dir=wd)
         assert not res["errors"] and res["settings"]["weights_dir"] == str(wd)
@@ -538,3 +541,75 @@ def test_weights_dir_used_offline(data, monkeypatch, tmp_path):
         assert same["per_sample"]["a"]["lpips"] == pytest.approx(0.0, abs=1e-6)
     finally:
         torch.hub.set_dir(old)
+
+
+def test_known_weight_files_are_the_ones_the_libraries_load():
+    """Every file of the weights table is named in the installed pyiqa / torchvision / timm
+    sources (so a renamed file after an upgrade fails here, not on a user's offline machine),
+    and each sits in the folder its loader reads."""
+    import importlib.util
+
+    from Wan_SR.metrics.weights import KNOWN_WEIGHTS
+
+    def source(pkg):
+        root = Path(importlib.util.find_spec(pkg).origin).parent
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace")
+                         for p in root.rglob("*.py"))
+
+    text = {"pyiqa": source("pyiqa"), "torchvision": source("torchvision"), "timm": source("timm")}
+    for metric, files in KNOWN_WEIGHTS.items():
+        for f in files:
+            name = f.name.split("/", 1)[1] if f.kind == "hf" else f.name
+            assert any(name in t for t in text.values()), (metric, str(f))
+            assert f.url.endswith(name), (metric, f.url)
+    # files pyiqa loads through torch.hub go to <torch hub dir>/checkpoints ("tv")
+    assert re.search(r"torch\.hub\.load_state_dict_from_url\(\s*default_model_urls\['ARNIQA'\]",
+                     text["pyiqa"])
+    assert [f.kind for f in KNOWN_WEIGHTS["arniqa"]] == ["tv", "tv", "tv"]
+
+
+def test_weight_guard_leaves_the_libraries_as_they_are(monkeypatch, tmp_path):
+    """No function of pyiqa, torch or huggingface_hub is replaced while a metric is created."""
+    import huggingface_hub
+    import pyiqa.utils.download_util as du
+    import torch.hub
+
+    from Wan_SR.metrics.weights import weight_guard
+
+    monkeypatch.setenv("PSSR_OFFLINE", "1")
+    before = (du.load_file_from_url, torch.hub.load_state_dict_from_url,
+              huggingface_hub.hf_hub_download, du.DEFAULT_CACHE_DIR, torch.hub.get_dir())
+    with weight_guard("niqe", str(tmp_path)):
+        inside = (du.load_file_from_url, torch.hub.load_state_dict_from_url,
+                  huggingface_hub.hf_hub_download, du.DEFAULT_CACHE_DIR, torch.hub.get_dir())
+    assert inside == before
+
+
+def test_hugging_face_model_in_weights_dir(monkeypatch, tmp_path):
+    """A timm model under --weights_dir, as a Hugging Face cache folder, is linked into the HF
+    cache where timm looks; without it, offline, the error names the repo and the cache."""
+    import huggingface_hub
+    import huggingface_hub.constants as hf_const
+    import pyiqa.utils.download_util as du
+
+    from Wan_SR.metrics.weights import MissingWeightsError, require_weights
+
+    monkeypatch.setenv("PSSR_OFFLINE", "1")
+    monkeypatch.setattr(hf_const, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(du, "DEFAULT_CACHE_DIR", str(tmp_path / "pyiqa"))
+    wd = tmp_path / "weights"
+    (wd / "cfanet_nr_koniq_res50-9a73138b.pth").parent.mkdir(parents=True)
+    (wd / "cfanet_nr_koniq_res50-9a73138b.pth").write_bytes(b"x")
+    with pytest.raises(MissingWeightsError) as ei:
+        require_weights("topiq_nr", str(wd))
+    assert ei.value.file == "model.safetensors of the Hugging Face repo timm/resnet50.a1_in1k"
+    assert ei.value.folder == str(tmp_path / "hf_cache")
+    repo = wd / "some" / "hub" / "models--timm--resnet50.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(b"weights")
+    require_weights("topiq_nr", str(wd))
+    got = huggingface_hub.try_to_load_from_cache("timm/resnet50.a1_in1k", "model.safetensors")
+    assert Path(got).read_bytes() == b"weights" and str(tmp_path / "hf_cache") in got
+    assert (tmp_path / "pyiqa" / "cfanet_nr_koniq_res50-9a73138b.pth").read_bytes() == b"x"

@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="frames per batch with --batch_mode")
     add_device_arg(p)
     p.add_argument("--weights_dir", default=None,
-                   help="local folder holding metric weight files (searched recursively by file "
-                        "name) for machines without internet access")
+                   help="local folder holding metric weight files, found by name at any depth "
+                        "and linked into the folders pyiqa and torch read (docs/method.md §10), "
+                        "for machines without internet access")
     add_log_args(p)
     return p
 

@@ -1,7 +1,8 @@
 """Per-frame image-quality metrics through pyiqa.
 
 Every metric is created with ``pyiqa.create_metric(name, device=..., as_loss=False)`` inside
-:func:`Wan_SR.metrics.weights.weight_guard` (offline-safe weight lookup). Frames are
+:func:`Wan_SR.metrics.weights.weight_guard` (weight files found in their folders or under
+``--weights_dir``, a clear error when one is missing and cannot be downloaded). Frames are
 ``(B, 3, H, W)`` float tensors in [0, 1]; each call returns one score per frame.
 
 PSNR / SSIM (names ``psnr``, ``ssim``, ``psnry``, ``ssimc``) are handled as follows, so the
@@ -157,7 +158,7 @@ class IQAMetric:
         if self.classic:  # PSNR / SSIM need no weight file: no guard, no network probe
             self.model = pyiqa.create_metric(self.preset, device=device, as_loss=False, **kwargs)
         else:
-            with weight_guard(name, weights_dir):
+            with weight_guard(name, weights_dir, require=True):
                 self.model = pyiqa.create_metric(self.preset, device=device, as_loss=False,
                                                  **kwargs)
 

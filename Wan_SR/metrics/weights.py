@@ -1,78 +1,137 @@
-"""Offline-safe creation of pyiqa metrics: find weight files locally, fail fast and clearly.
+"""Metric weights on machines without internet access: the folders pyiqa and torch read them from,
+``--weights_dir``, and one clear error when a file is missing (docs/method.md §10).
 
-pyiqa fetches weights through four routes; :func:`weight_guard` wraps each of them while a
-metric is being created:
+Where each file goes (the places pyiqa, torchvision and Hugging Face document; ``<torch hub
+dir>`` is ``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``):
 
-1. pyiqa's own files (``load_file_from_url``) -> ``<torch hub dir>/pyiqa/<file>``
-   (``pyiqa.utils.download_util.DEFAULT_CACHE_DIR``; the torch hub dir is
-   ``$TORCH_HOME/hub``, default ``~/.cache/torch/hub``).
-2. torchvision ImageNet backbones (``torch.hub.load_state_dict_from_url``; LPIPS, DISTS, ...)
-   -> ``<torch hub dir>/checkpoints/<file>``.
-3. CLIP backbones (``pyiqa.archs.clip_model._download`` -> ``<torch hub dir>/clip/<file>``,
-   and openai ``clip.load`` -> ``~/.cache/clip/<file>``).
-4. Hugging Face hub (timm backbones, transformers models) -> the HF cache
-   (``huggingface_hub.constants.HF_HUB_CACHE``, default ``~/.cache/huggingface/hub``); when
-   ``weights_dir`` holds an HF cache (``models--*`` folders, directly or under ``hub/`` or
-   ``huggingface/hub/``) that cache is used instead.
+- ``pyiqa``: pyiqa's own weights, in pyiqa's cache ``<torch hub dir>/pyiqa``
+  (``pyiqa.utils.download_util.DEFAULT_CACHE_DIR``, fixed when pyiqa is first imported);
+- ``tv``: torchvision's ImageNet backbones, and the files pyiqa loads through
+  ``torch.hub.load_state_dict_from_url``, in ``<torch hub dir>/checkpoints``;
+- ``clip``: OpenAI CLIP models, in ``<torch hub dir>/clip``;
+- ``hf``: Hugging Face models (timm backbones), in the Hugging Face cache
+  (``huggingface_hub.constants.HF_HUB_CACHE``: ``$HF_HUB_CACHE``, default
+  ``~/.cache/huggingface/hub``) as ``models--<org>--<name>/`` folders.
 
-For routes 1-3 the expected file is looked up, in order, at pyiqa's target path and anywhere
-under ``weights_dir`` (``--weights_dir``, searched recursively by file name). Only when it is in
-neither place is a download attempted, and only after the download URL answered an HTTP HEAD
-request within ``PROBE_TIMEOUT`` seconds (DNS, TLS included); otherwise
-:class:`MissingWeightsError` is raised at once, naming the metric, the file, the folder pyiqa
-looks in and ``--weights_dir``. For route 4 the HF hub is switched to offline mode when
-huggingface.co does not answer, so a missing file fails at once too. Setting the environment
-variable ``PSSR_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) skips every network attempt.
+Before a metric is created (:func:`weight_guard`), each file it needs (:data:`KNOWN_WEIGHTS`)
+is looked up in its folder and, when it is not there, by name anywhere under ``weights_dir``
+(``--weights_dir``; a Hugging Face model by its ``models--<org>--<name>`` folder). A file found
+there is linked into its folder (a symbolic link, or a copy where links cannot be made), where a
+download would have put it, so pyiqa, torchvision and huggingface_hub read it with their own
+code. A file in neither place is left to pyiqa to download, but only when its download host
+answers an HTTP HEAD request within :data:`PROBE_TIMEOUT` seconds; otherwise
+:class:`MissingWeightsError` is raised before pyiqa starts, naming the metric, the file, where to
+get it, the folder it goes in and ``--weights_dir``. ``PSSR_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``)
+skips every network probe. A download that fails or stalls (:data:`DOWNLOAD_STALL_TIMEOUT`)
+while a metric is created is reported the same way. Metrics outside :data:`KNOWN_WEIGHTS` are
+created by pyiqa as they are; a download they cannot make is reported as a
+:class:`MissingWeightsError` with pyiqa's reason.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
-import sys
 import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 from urllib.parse import urlparse
+
+# torch, pyiqa and huggingface_hub are imported on first use (below): importing this module for
+# MissingWeightsError costs nothing, and pyiqa's import takes seconds.
 
 PROBE_TIMEOUT = 3.0
 DOWNLOAD_STALL_TIMEOUT = 60.0  # s without data before a started download is abandoned
 _HOST_OK: dict[str, bool] = {}
 
+PYIQA_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+HF_URL = "https://huggingface.co/"
+CLIP_URLS = {  # OpenAI's files, as pyiqa's clip_model names them
+    "RN50.pt": "https://openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123aca"
+               "3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt",
+    "ViT-B-32.pt": "https://openaipublic.azureedge.net/clip/models/40d365715913c9da98579312b702a82c"
+                   "18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+}
+HF_TIMM_FILES = ("model.safetensors", "pytorch_model.bin")  # timm tries them in this order
+FOLDER_NAMES = "pyiqa: <torch hub dir>/pyiqa, tv: <torch hub dir>/checkpoints, clip: " \
+               "<torch hub dir>/clip, hf: Hugging Face cache"
 
-# Files the common metrics need (pyiqa 0.1.15.post2), where each goes:
-#   pyiqa: <torch hub dir>/pyiqa, tv: <torch hub dir>/checkpoints (torchvision),
-#   clip: <torch hub dir>/clip (openai CLIP), hf: Hugging Face cache (repo id given).
-# Metrics absent from this table either need no file (psnr, ssim, ms_ssim, cw_ssim, fsim, vif,
-# gmsd, vsi, mad, nlpd, piqe, entropy) or are listed by the error at run time.
-KNOWN_WEIGHTS: dict[str, list[str]] = {
-    "lpips": ["tv:alexnet-owt-7be5be79.pth", "pyiqa:LPIPS_v0.1_alex-df73285e.pth"],
-    "lpips+": ["tv:alexnet-owt-7be5be79.pth", "pyiqa:LPIPS_v0.1_alex-df73285e.pth"],
-    "lpips-vgg": ["tv:vgg16-397923af.pth", "pyiqa:LPIPS_v0.1_vgg-a78928a0.pth"],
-    "lpips-vgg+": ["tv:vgg16-397923af.pth", "pyiqa:LPIPS_v0.1_vgg-a78928a0.pth"],
-    "stlpips": ["pyiqa:alex_shift_tolerant.pth"],
-    "dists": ["tv:vgg16-397923af.pth", "pyiqa:DISTS_weights-f5e65c96.pth"],
-    "niqe": ["pyiqa:niqe_modelparameters.mat"],
-    "niqe_matlab": ["pyiqa:niqe_matlab_params.mat"],
-    "ilniqe": ["pyiqa:ILNIQE_templateModel.mat"],
-    "brisque": ["pyiqa:brisque_svm_weights.pth"],
-    "brisque_matlab": ["pyiqa:brisque_matlab.mat"],
-    "nrqm": ["pyiqa:NRQM_model.mat"],
-    "pi": ["pyiqa:NRQM_model.mat", "pyiqa:niqe_modelparameters.mat"],
-    "musiq": ["pyiqa:musiq_koniq_ckpt-e95806b9.pth"],
-    "clipiqa": ["clip:RN50.pt"],
-    "clipiqa+": ["clip:RN50.pt", "pyiqa:CLIP-IQA+_learned_prompts-603f3273.pth"],
-    "maniqa": ["hf:timm/vit_base_patch8_224.augreg2_in21k_ft_in1k (model.safetensors)",
-               "pyiqa:ckpt_koniq10k.pt"],
-    "topiq_nr": ["hf:timm/resnet50.a1_in1k (model.safetensors)",
-                 "pyiqa:cfanet_nr_koniq_res50-9a73138b.pth"],
-    "topiq_fr": ["hf:timm/resnet50.a1_in1k (model.safetensors)",
-                 "pyiqa:cfanet_fr_kadid_res50-2c4cc61d.pth"],
-    "hyperiqa": ["hf:timm/resnet50.a1_in1k (model.safetensors)",
-                 "pyiqa:HyperIQA-resnet50-koniq10k-c96c41b1.pth"],
-    "liqe": ["clip:ViT-B-32.pt", "pyiqa:liqe_koniq.pt"],
-    "qualiclip": ["clip:RN50.pt", "pyiqa:QualiCLIP.pth"],
-    "arniqa": ["tv:resnet50-0676ba61.pth", "pyiqa:ARNIQA.pth", "pyiqa:regressor_koniq10k.pth"],
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file a metric needs: ``kind`` (the folder it goes in, see the module docstring),
+    ``name`` (a file name; for ``hf`` the repo id) and ``url`` (where to get it)."""
+    kind: str
+    name: str
+    url: str
+
+    def __str__(self) -> str:
+        return f"hf:{self.name} ({HF_TIMM_FILES[0]})" if self.kind == "hf" else \
+            f"{self.kind}:{self.name}"
+
+    @property
+    def what(self) -> str:
+        """The file as an error names it."""
+        return f"{HF_TIMM_FILES[0]} of the Hugging Face repo {self.name}" if self.kind == "hf" \
+            else self.name
+
+
+def _pyiqa(name: str) -> WeightFile:
+    return WeightFile("pyiqa", name, PYIQA_URL + name)
+
+
+def _tv(name: str) -> WeightFile:
+    return WeightFile("tv", name, TORCHVISION_URL + name)
+
+
+def _hub(name: str) -> WeightFile:
+    """A file of pyiqa's that pyiqa loads through torch.hub (so it goes in checkpoints/)."""
+    return WeightFile("tv", name, PYIQA_URL + name)
+
+
+def _clip(name: str) -> WeightFile:
+    return WeightFile("clip", name, CLIP_URLS[name])
+
+
+def _hf(repo: str) -> WeightFile:
+    return WeightFile("hf", repo, HF_URL + repo)
+
+
+# Files the common metrics need (pyiqa 0.1.15.post2; tests/test_metrics.py checks the names
+# against pyiqa's and torchvision's sources). Metrics absent from this table either need no
+# file (psnr, ssim, ms_ssim, cw_ssim, fsim, vif, gmsd, vsi, mad, nlpd, piqe, entropy) or are
+# created by pyiqa as they are.
+_RESNET50_HF = _hf("timm/resnet50.a1_in1k")
+KNOWN_WEIGHTS: dict[str, tuple[WeightFile, ...]] = {
+    "lpips": (_tv("alexnet-owt-7be5be79.pth"), _pyiqa("LPIPS_v0.1_alex-df73285e.pth")),
+    "lpips+": (_tv("alexnet-owt-7be5be79.pth"), _pyiqa("LPIPS_v0.1_alex-df73285e.pth")),
+    "lpips-vgg": (_tv("vgg16-397923af.pth"), _pyiqa("LPIPS_v0.1_vgg-a78928a0.pth")),
+    "lpips-vgg+": (_tv("vgg16-397923af.pth"), _pyiqa("LPIPS_v0.1_vgg-a78928a0.pth")),
+    "stlpips": (_pyiqa("alex_shift_tolerant.pth"),),
+    "dists": (_tv("vgg16-397923af.pth"), _pyiqa("DISTS_weights-f5e65c96.pth")),
+    "niqe": (_pyiqa("niqe_modelparameters.mat"),),
+    "niqe_matlab": (_pyiqa("niqe_matlab_params.mat"),),
+    "ilniqe": (_pyiqa("ILNIQE_templateModel.mat"),),
+    "brisque": (_pyiqa("brisque_svm_weights.pth"),),
+    "brisque_matlab": (_pyiqa("brisque_matlab.mat"),),
+    "nrqm": (_pyiqa("NRQM_model.mat"),),
+    "pi": (_pyiqa("NRQM_model.mat"), _pyiqa("niqe_modelparameters.mat")),
+    "musiq": (_pyiqa("musiq_koniq_ckpt-e95806b9.pth"),),
+    "clipiqa": (_clip("RN50.pt"),),
+    "clipiqa+": (_clip("RN50.pt"), _pyiqa("CLIP-IQA+_learned_prompts-603f3273.pth")),
+    "maniqa": (_hf("timm/vit_base_patch8_224.augreg2_in21k_ft_in1k"),
+               _pyiqa("ckpt_koniq10k.pt")),
+    "topiq_nr": (_RESNET50_HF, _pyiqa("cfanet_nr_koniq_res50-9a73138b.pth")),
+    "topiq_fr": (_RESNET50_HF, _pyiqa("cfanet_fr_kadid_res50-2c4cc61d.pth")),
+    "hyperiqa": (_RESNET50_HF, _pyiqa("HyperIQA-resnet50-koniq10k-c96c41b1.pth")),
+    "liqe": (_clip("ViT-B-32.pt"), _pyiqa("liqe_koniq.pt")),
+    "qualiclip": (_clip("RN50.pt"), _pyiqa("QualiCLIP.pth")),
+    "arniqa": (_tv("resnet50-0676ba61.pth"), _hub("ARNIQA.pth"), _hub("regressor_koniq10k.pth")),
 }
 
 
@@ -90,15 +149,25 @@ class MissingWeightsError(RuntimeError):
             f"metric '{metric}' needs the weight file '{file}'{src}; {where}{why}. "
             f"Fetch it on a machine with internet access and put it in {folder}, or pass "
             f"--weights_dir DIR with the file anywhere inside DIR."
-            + (f" All files '{metric}' needs: {', '.join(KNOWN_WEIGHTS[metric])} (pyiqa: "
-               f"<torch hub dir>/pyiqa, tv: <torch hub dir>/checkpoints, clip: "
-               f"<torch hub dir>/clip, hf: Hugging Face cache)."
-               if metric in KNOWN_WEIGHTS else ""))
+            + (f" All files '{metric}' needs: {', '.join(map(str, KNOWN_WEIGHTS[metric]))} "
+               f"({FOLDER_NAMES})." if metric in KNOWN_WEIGHTS else ""))
 
+
+# ----------------------------------------------------------------------------- the network
 
 def offline_forced() -> bool:
     return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
                for k in ("PSSR_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _head_answers(url: str, timeout: float) -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except urllib.error.HTTPError:  # an HTTP answer, even 4xx/5xx: the host is there
+        return True
+    except Exception:  # noqa: BLE001 - no answer of any kind
+        return False
 
 
 def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -109,28 +178,62 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
         return False
     parts = urlparse(url)
     key = f"{parts.scheme}://{parts.netloc}"
-    if key in _HOST_OK:
-        return _HOST_OK[key]
-    result = [False]
+    if key not in _HOST_OK:
+        # in a daemon thread, so that a hanging DNS lookup or handshake is bounded as well
+        answer: list[bool] = []
+        probe = threading.Thread(target=lambda: answer.append(_head_answers(url, timeout)),
+                                 daemon=True)
+        probe.start()
+        probe.join(timeout + 0.5)
+        _HOST_OK[key] = bool(answer and answer[0])
+    return _HOST_OK[key]
 
-    def _try():  # in a thread, so a hanging DNS lookup / handshake is bounded as well
-        import urllib.error
-        import urllib.request
 
-        try:
-            req = urllib.request.Request(url, method="HEAD")
-            with urllib.request.urlopen(req, timeout=timeout):
-                result[0] = True
-        except urllib.error.HTTPError:
-            result[0] = True
-        except Exception:
-            pass
+# ----------------------------------------------------------------------------- the folders
 
-    t = threading.Thread(target=_try, daemon=True)
-    t.start()
-    t.join(timeout + 0.5)
-    _HOST_OK[key] = result[0]
-    return result[0]
+def torch_hub_dir() -> str:
+    import torch.hub
+
+    return torch.hub.get_dir()
+
+
+def pyiqa_cache_dir() -> str:
+    """pyiqa's cache folder (``<torch hub dir>/pyiqa`` when pyiqa was imported)."""
+    from pyiqa.utils import download_util
+
+    return download_util.DEFAULT_CACHE_DIR
+
+
+def hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def folder_of(f: WeightFile) -> str:
+    """The folder pyiqa / torch / huggingface_hub read ``f`` from."""
+    if f.kind == "pyiqa":
+        return pyiqa_cache_dir()
+    if f.kind == "hf":
+        return hf_cache_dir()
+    return os.path.join(torch_hub_dir(), "checkpoints" if f.kind == "tv" else "clip")
+
+
+def _hf_folder_name(repo: str) -> str:
+    return "models--" + repo.replace("/", "--")
+
+
+def _hf_cached(repo: str, cache_dir: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str)
+               for name in HF_TIMM_FILES)
+
+
+def is_present(f: WeightFile) -> bool:
+    if f.kind == "hf":
+        return _hf_cached(f.name, hf_cache_dir())
+    return os.path.isfile(os.path.join(folder_of(f), f.name))
 
 
 def find_in_dir(weights_dir: Optional[str], file_name: str) -> Optional[str]:
@@ -149,214 +252,137 @@ def find_in_dir(weights_dir: Optional[str], file_name: str) -> Optional[str]:
     return None
 
 
-def _replace_everywhere(orig: Callable, new: Callable, prefixes: tuple[str, ...],
-                        undo: list) -> None:
-    """Point every module-level name bound to ``orig`` (in modules under ``prefixes``) to ``new``."""
-    for mname, mod in list(sys.modules.items()):
-        if mod is None or not mname.startswith(prefixes):
-            continue
-        d = getattr(mod, "__dict__", None)
-        if not d:
-            continue
-        for attr, val in list(d.items()):
-            if val is orig:
-                setattr(mod, attr, new)
-                undo.append((mod, attr, orig))
-
-
-def _hf_cache_in(weights_dir: Optional[str]) -> Optional[str]:
-    """A Hugging Face hub cache (a folder of ``models--*`` folders) inside ``weights_dir``:
-    the folder itself, ``hub/`` or ``huggingface/hub/``."""
-    if not weights_dir:
+def _find_hf_model(weights_dir: Optional[str], repo: str) -> Optional[str]:
+    """A ``models--<org>--<name>`` folder under ``weights_dir`` that holds the model file."""
+    if not weights_dir or not Path(weights_dir).is_dir():
         return None
-    root = Path(weights_dir)
-    for cand in (root, root / "hub", root / "huggingface" / "hub"):
-        if cand.is_dir() and any(c.name.startswith("models--") for c in cand.iterdir()):
-            return str(cand.resolve())
+    name = _hf_folder_name(repo)
+    for p in sorted(Path(weights_dir).rglob(name)):
+        if p.is_dir() and _hf_cached(repo, str(p.parent)):
+            return str(p.resolve())
     return None
 
 
-def _import_arch(metric: str) -> None:
-    """Import the pyiqa arch module (and its helpers) that ``metric`` will build."""
+def find_weights(f: WeightFile, weights_dir: Optional[str]) -> Optional[str]:
+    """Where ``f`` is under ``weights_dir`` (None when it is not)."""
+    if f.kind == "hf":
+        return _find_hf_model(weights_dir, f.name)
+    return find_in_dir(weights_dir, f.name)
+
+
+def _link(found: str, target: Path) -> None:
+    """Put ``found`` at ``target``: a symbolic link, or a copy where links cannot be made;
+    written under a temporary name and renamed, replacing a dangling link."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link")
     try:
-        from pyiqa.default_model_configs import DEFAULT_CONFIGS
-        import pyiqa.archs as archs
-        from pyiqa.utils.registry import ARCH_REGISTRY
-
-        net_type = DEFAULT_CONFIGS[metric]["metric_opts"]["type"]
-        if net_type not in ARCH_REGISTRY:
-            archs._lazy_import_arch(net_type)
-    except Exception:  # private API moved: creation will still work, just less guarded
-        pass
+        os.symlink(found, tmp, target_is_directory=os.path.isdir(found))
+    except OSError:
+        (shutil.copytree if os.path.isdir(found) else shutil.copyfile)(found, tmp)
+    os.replace(tmp, target)
 
 
-def _hf_request(exc: BaseException) -> tuple[Optional[str], Optional[str], Optional[str]]:
-    """(repo_id, filename, url) of the Hugging Face / urllib request that raised ``exc``,
-    read from the traceback frames (the exception texts do not name the file)."""
-    repo = fname = url = None
+def link_from_weights_dir(metric: str, f: WeightFile, found: str,
+                          weights_dir: Optional[str]) -> None:
+    """Make ``found`` (under ``weights_dir``) the file ``f`` in its folder."""
+    folder = folder_of(f)
+    target = Path(folder) / (_hf_folder_name(f.name) if f.kind == "hf" else f.name)
+    try:
+        _link(found, target)
+    except OSError as e:
+        raise MissingWeightsError(metric, f.what, folder, weights_dir, f.url,
+                                  f"found at {found} but it cannot be put there: {e}") from e
+
+
+def prepare_weights(metric: str, weights_dir: Optional[str] = None) -> list[WeightFile]:
+    """Link every file ``metric`` needs that is missing from its folder and found under
+    ``weights_dir``; returns the files still missing."""
+    missing = []
+    for f in KNOWN_WEIGHTS.get(metric, ()):
+        if is_present(f):
+            continue
+        found = find_weights(f, weights_dir)
+        if found:
+            link_from_weights_dir(metric, f, found, weights_dir)
+        else:
+            missing.append(f)
+    return missing
+
+
+def require_weights(metric: str, weights_dir: Optional[str] = None) -> None:
+    """:func:`prepare_weights`, then :class:`MissingWeightsError` for the first missing file
+    whose download host does not answer (or with ``PSSR_OFFLINE=1``)."""
+    for f in prepare_weights(metric, weights_dir):
+        if not host_reachable(f.url):
+            raise MissingWeightsError(metric, f.what, folder_of(f), weights_dir, f.url,
+                                      "download host unreachable or offline mode set")
+
+
+# ----------------------------------------------------------------------------- creation
+
+_NETWORK_ERRORS = ("URLError", "gaierror", "ConnectTimeout", "ConnectionError", "MaxRetryError",
+                   "LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError",
+                   "RepositoryNotFoundError")
+
+
+def _is_download_failure(e: BaseException) -> bool:
+    """``e`` (or an exception it came from) is a failed or refused download."""
     seen = set()
-    e: Optional[BaseException] = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        tb = e.__traceback__
-        while tb is not None:
-            loc = tb.tb_frame.f_locals
-            name = tb.tb_frame.f_code.co_name
-            if name in ("hf_hub_download", "_hf_hub_download_to_cache_dir", "cached_files",
-                        "cached_file") and loc.get("filename"):
-                repo = loc.get("repo_id") or loc.get("path_or_repo_id") or repo
-                fname = str(loc.get("filename"))
-            elif name == "_download" and isinstance(loc.get("url"), str) and not fname:
-                url = loc["url"]
-                fname = os.path.basename(url)
-            tb = tb.tb_next
+        text = str(e).lower()
+        if (isinstance(e, (ConnectionError, TimeoutError, socket.timeout))
+                or type(e).__name__ in _NETWORK_ERRORS or "offline" in text
+                or "huggingface.co" in text or "cannot find the requested files" in text):
+            return True
         e = e.__cause__ or e.__context__
-    if repo and str(repo).startswith("timm/") and fname == "pytorch_model.bin":
-        fname = "model.safetensors (or pytorch_model.bin)"  # timm tries both, in that order
-    return (str(repo) if repo else None), fname, url
+    return False
 
 
-def torch_hub_dir() -> str:
-    import torch.hub
-
-    return torch.hub.get_dir()
+def _download_failed(metric: str, weights_dir: Optional[str], e: Exception) -> MissingWeightsError:
+    """The error for a download that failed while ``metric`` was created: the first of its
+    files still missing, or pyiqa's reason when the metric's files are not known here."""
+    reason = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
+    missing = [f for f in KNOWN_WEIGHTS.get(metric, ()) if not is_present(f)]
+    if missing:
+        f = missing[0]
+        return MissingWeightsError(metric, f.what, folder_of(f), weights_dir, f.url, reason)
+    folders = (f"{pyiqa_cache_dir()}, {os.path.join(torch_hub_dir(), 'checkpoints')}, "
+               f"{os.path.join(torch_hub_dir(), 'clip')} or {hf_cache_dir()}")
+    return MissingWeightsError(metric, "(a file pyiqa downloads)", folders, weights_dir,
+                               reason=reason)
 
 
 @contextlib.contextmanager
-def weight_guard(metric: str, weights_dir: Optional[str] = None):
-    """Within this context, pyiqa metric creation finds files in ``weights_dir`` and raises
-    :class:`MissingWeightsError` instead of hanging on or failing in a download."""
-    import torch
-    import torch.hub
-    import pyiqa.utils.download_util as du
-
-    _import_arch(metric)  # pyiqa imports arch modules lazily: load them before patching
-    undo: list = []
-    prefixes = ("pyiqa", "torchvision", "torch.hub", "timm", "clip")
-
-    def _need(url: str, file_name: str, folder: str, downloader: Callable, *a, **kw):
-        if not host_reachable(url):
-            raise MissingWeightsError(metric, file_name, folder, weights_dir, url,
-                                      "download host unreachable or offline mode set")
-        prev = socket.getdefaulttimeout()
-        if prev is None:  # urllib downloads have no timeout of their own: a stall must end
-            socket.setdefaulttimeout(DOWNLOAD_STALL_TIMEOUT)
-        try:
-            return downloader(*a, **kw)
-        except MissingWeightsError:
-            raise
-        except Exception as e:  # network failed mid-way, HTTP error, ...
-            raise MissingWeightsError(metric, file_name, folder, weights_dir, url,
-                                      f"{type(e).__name__}: {e}") from e
-        finally:
-            socket.setdefaulttimeout(prev)
-
-    # 1. pyiqa's load_file_from_url
-    orig_lffu = du.load_file_from_url
-
-    def lffu(url, model_dir=None, progress=True, file_name=None):
-        fname = file_name or os.path.basename(urlparse(url).path)
-        folder = model_dir or du.DEFAULT_CACHE_DIR
-        target = os.path.abspath(os.path.join(folder, fname))
-        if os.path.isfile(target):
-            return target
-        found = find_in_dir(weights_dir, fname)
-        if found:
-            return found
-        return _need(url, fname, folder, orig_lffu, url, model_dir, progress, file_name)
-
-    _replace_everywhere(orig_lffu, lffu, prefixes, undo)
-
-    # 2. torchvision / torch.hub load_state_dict_from_url
-    orig_lsd = torch.hub.load_state_dict_from_url
-
-    def lsd(url, model_dir=None, map_location=None, progress=True, check_hash=False,
-            file_name=None, weights_only=False):
-        fname = file_name or os.path.basename(urlparse(url).path)
-        folder = model_dir or os.path.join(torch_hub_dir(), "checkpoints")
-        call = (url, model_dir, map_location, progress, check_hash, file_name, weights_only)
-        if os.path.isfile(os.path.join(folder, fname)):
-            return orig_lsd(*call)
-        found = find_in_dir(weights_dir, fname)
-        if found:
-            return torch.load(found, map_location=map_location, weights_only=weights_only)
-        return _need(url, fname, folder, orig_lsd, *call)
-
-    _replace_everywhere(orig_lsd, lsd, prefixes, undo)
-
-    # 3. CLIP downloads (pyiqa's copies of clip, e.g. archs.clip_model, and openai clip)
-    for modname, mod in list(sys.modules.items()):
-        if mod is None or not modname.startswith(("pyiqa", "clip")):
-            continue
-        orig_dl = getattr(mod, "_download", None)
-        if not callable(orig_dl) or getattr(orig_dl, "__module__", None) != modname:
-            continue
-
-        def clip_dl(url, root, _orig=orig_dl):
-            fname = os.path.basename(url)
-            if os.path.isfile(os.path.join(root, fname)):
-                return _orig(url, root)
-            found = find_in_dir(weights_dir, fname)
-            if found:
-                return found
-            return _need(url, fname, root, _orig, url, root)
-
-        setattr(mod, "_download", clip_dl)
-        undo.append((mod, "_download", orig_dl))
-
-    # 4. Hugging Face hub: go offline when the hub does not answer
-    hf_const = None
-    try:
-        import huggingface_hub.constants as hf_const  # noqa: F811
-    except Exception:
-        pass
-    hf_prev = None
-    hf_cache_prev = None
-    hf_local = _hf_cache_in(weights_dir)
-    if hf_const is not None and hf_local:
-        hf_cache_prev = hf_const.HF_HUB_CACHE
-        hf_const.HF_HUB_CACHE = hf_local
-    if hf_const is not None and not hf_const.HF_HUB_OFFLINE:
-        if not host_reachable(getattr(hf_const, "ENDPOINT", "https://huggingface.co")):
-            hf_prev = hf_const.HF_HUB_OFFLINE
-            hf_const.HF_HUB_OFFLINE = True
-            tf_hub = sys.modules.get("transformers.utils.hub")
-            if tf_hub is not None and hasattr(tf_hub, "_is_offline_mode"):
-                undo.append((tf_hub, "_is_offline_mode", tf_hub._is_offline_mode))
-                tf_hub._is_offline_mode = True
+def _download_timeout(seconds: float):
+    """Sockets opened meanwhile give up after ``seconds`` without data (urllib downloads have
+    no timeout of their own); a timeout set by the caller is kept."""
+    prev = socket.getdefaulttimeout()
+    if prev is None:
+        socket.setdefaulttimeout(seconds)
     try:
         yield
+    finally:
+        socket.setdefaulttimeout(prev)
+
+
+@contextlib.contextmanager
+def weight_guard(metric: str, weights_dir: Optional[str] = None, require: bool = False):
+    """Create a pyiqa metric inside this context: the files found under ``weights_dir`` are
+    linked into their folders first (:func:`prepare_weights`; with ``require``, a file that
+    cannot be downloaded raises :class:`MissingWeightsError` before anything starts,
+    :func:`require_weights`), and a download that fails or stalls while the metric is created
+    becomes a :class:`MissingWeightsError` naming the file."""
+    if require:
+        require_weights(metric, weights_dir)
+    else:
+        prepare_weights(metric, weights_dir)
+    try:
+        with _download_timeout(DOWNLOAD_STALL_TIMEOUT):
+            yield
     except MissingWeightsError:
         raise
     except Exception as e:
-        hf_names = ("LocalEntryNotFoundError", "OfflineModeIsEnabled", "EntryNotFoundError",
-                    "RepositoryNotFoundError")
-        netty = (type(e).__name__ in hf_names or isinstance(e, (ConnectionError, TimeoutError))
-                 or type(e).__name__ in ("URLError", "gaierror", "ConnectTimeout",
-                                         "ConnectionError", "MaxRetryError"))
-        text = str(e)
-        if not netty and ("offline" in text.lower() or "huggingface.co" in text
-                          or "cannot find the requested files" in text.lower()):
-            netty = True
-        if netty:
-            folder = getattr(hf_const, "HF_HUB_CACHE", "the Hugging Face cache") \
-                if hf_const is not None else "the Hugging Face cache"
-            repo, fname, url = _hf_request(e)
-            if fname:
-                what = f"{fname} of the Hugging Face repo {repo}" if repo else fname
-            else:
-                first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-                what = f"(download failed: {first[:200]})"
-            raise MissingWeightsError(
-                metric, what, folder, weights_dir, url,
-                reason="no network; Hugging Face files are looked up only in the HF cache "
-                       "(set HF_HOME / HF_HUB_CACHE to a cache that holds them)"
-            ) from e
+        if _is_download_failure(e):
+            raise _download_failed(metric, weights_dir, e) from e
         raise
-    finally:
-        for mod, attr, val in reversed(undo):
-            setattr(mod, attr, val)
-        if hf_prev is not None:
-            hf_const.HF_HUB_OFFLINE = hf_prev
-        if hf_cache_prev is not None:
-            hf_const.HF_HUB_CACHE = hf_cache_prev
