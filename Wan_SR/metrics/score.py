@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from Wan_SR.data.video_io import FrameReader, probe
+from Wan_SR.data.video_io import FrameReader, VideoInfo, probe
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,121 @@ def build_metrics(names: Sequence[str], have_gt: bool, device: str, test_y_chann
     return built
 
 
+def common_size(pinfo: VideoInfo, ginfo: Optional[VideoInfo], is_center: bool,
+                notice: Callable[[str], None]) -> tuple[int, int, int]:
+    """(frames, height, width) both videos have: the prediction's, cut to the ground truth's
+    frame count and size where those are smaller (each cut said in a notice)."""
+    n, h, w = pinfo.num_frames, pinfo.height, pinfo.width
+    if ginfo is None:
+        return n, h, w
+    if ginfo.num_frames != pinfo.num_frames:
+        n = min(ginfo.num_frames, pinfo.num_frames)
+        notice(f"frame count differs (gt {ginfo.num_frames}, pred {pinfo.num_frames}): "
+               f"scoring the first {n} frames")
+    if (ginfo.height, ginfo.width) != (pinfo.height, pinfo.width):
+        h, w = min(ginfo.height, pinfo.height), min(ginfo.width, pinfo.width)
+        notice(f"size differs (gt {ginfo.width}x{ginfo.height}, pred {pinfo.width}x"
+               f"{pinfo.height}): both cut to {w}x{h} ({'centre' if is_center else 'top-left'})")
+    return n, h, w
+
+
+def _as_tensor(frames: Optional[np.ndarray]):
+    """(n, H, W, 3) uint8 -> (n, 3, H, W) uint8 tensor (None stays None)."""
+    import torch
+
+    if frames is None:
+        return None
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+
+
+class PairScores:
+    """The running per-frame sums of one pair's metrics and its ewarp. A metric that raises is
+    dropped: with ``failed``, ``failed(metric, reason)`` is called and the others go on;
+    without, :class:`MetricFailed` naming it is raised."""
+
+    def __init__(self, metrics: dict, want_ewarp: bool,
+                 failed: Optional[Callable[[str, str], None]] = None):
+        from .temporal import EwarpAccumulator
+
+        self.metrics = metrics
+        self.want_ewarp = want_ewarp
+        self.active = dict(metrics)  # the metrics that have not failed
+        self.sums = {k: 0.0 for k in metrics}
+        self.counts = {k: 0 for k in metrics}
+        self.ewarp = EwarpAccumulator() if want_ewarp else None
+        self._failed = failed
+
+    @property
+    def done(self) -> bool:
+        """Every metric failed: nothing left to read frames for."""
+        return not self.active and self.ewarp is None
+
+    def _drop(self, name: str, e: Exception) -> None:
+        reason = f"{type(e).__name__}: {e}"
+        if self._failed is None:
+            raise MetricFailed(f"{name}: {reason}") from e
+        self._failed(name, reason)
+        self.active.pop(name, None)
+
+    def add_ewarp(self, pred: np.ndarray, gt: Optional[np.ndarray]) -> None:
+        if self.ewarp is None:
+            return
+        try:
+            self.ewarp.update(pred, gt)
+        except Exception as e:  # noqa: BLE001 - reported by name, others go on
+            self._drop(EWARP, e)
+            self.ewarp = None
+
+    def add_batch(self, p, g, crop: int) -> None:
+        """One batch of uint8 (b, 3, H, W) tensors (``g`` None without ground truth), scored by
+        every active metric in its precision, full-reference ones after the border crop."""
+        import torch
+
+        for name, m in list(self.active.items()):
+            dtype = torch.float64 if m.classic else torch.float32
+            x = p.to(dtype) / 255.0
+            y = g.to(dtype) / 255.0 if g is not None else None
+            if m.mode == "FR" and crop:
+                x = x[..., crop:-crop, crop:-crop]
+                y = y[..., crop:-crop, crop:-crop]
+            try:
+                sc = m(x, y if m.mode == "FR" else None)
+            except Exception as e:  # noqa: BLE001 - reported by name, others go on
+                self._drop(name, e)
+                continue
+            self.sums[name] += float(sc.sum())
+            self.counts[name] += sc.size
+
+    def add_chunk(self, pred: np.ndarray, gt: Optional[np.ndarray], batch: int, device: str,
+                  crop: int) -> None:
+        """A chunk of (k, H, W, 3) uint8 frames: ewarp, then the metrics ``batch`` at a time."""
+        self.add_ewarp(pred, gt)
+        if not self.active:
+            return
+        pt, gt_t = _as_tensor(pred), _as_tensor(gt)
+        for b in range(0, pred.shape[0], batch):
+            self.add_batch(pt[b:b + batch].to(device),
+                           gt_t[b:b + batch].to(device) if gt_t is not None else None, crop)
+
+    def result(self, notice: Callable[[str], None]) -> dict:
+        """{metric: mean over frames, or None} (ewarp last); non-finite values become None."""
+        res = {k: (self.sums[k] / self.counts[k] if self.counts[k] and k in self.active else None)
+               for k in self.metrics}
+        if self.want_ewarp:
+            res[EWARP] = self.ewarp.value() if self.ewarp is not None else None
+        if self.ewarp is not None:
+            if self.ewarp.value() is None:
+                notice("ewarp undefined (fewer than two frames or every pixel occluded): null")
+            elif self.ewarp.skipped:
+                notice(f"ewarp: {self.ewarp.skipped} frame pair(s) fully occluded, skipped")
+        for k, v in list(res.items()):
+            fv = finite_or_none(v)
+            if v is not None and fv is None:
+                notice(f"{k} is not finite ({v}): stored as null")
+            res[k] = fv
+        return res
+
+
 def score_pair(pred_path: Path, gt_path: Optional[Path], metrics: dict, want_ewarp: bool,
                crop: int = 0, is_center: bool = False, batch: int = 1,
                chunk: int = DEFAULT_CHUNK, device: str = "cpu",
@@ -117,93 +232,28 @@ def score_pair(pred_path: Path, gt_path: Optional[Path], metrics: dict, want_ewa
     and scored ``batch`` at a time. A metric that raises: with ``failed``, ``failed(metric,
     reason)`` is called, the metric is dropped (its value None) and the others go on; without,
     :class:`MetricFailed` naming it is raised."""
-    import torch
-    from .temporal import EwarpAccumulator
-
     pinfo = probe(pred_path)
     ginfo = probe(gt_path) if gt_path is not None else None
-    n, h, w = pinfo.num_frames, pinfo.height, pinfo.width
-    if ginfo is not None:
-        if ginfo.num_frames != pinfo.num_frames:
-            n = min(ginfo.num_frames, pinfo.num_frames)
-            notice(f"frame count differs (gt {ginfo.num_frames}, pred {pinfo.num_frames}): "
-                   f"scoring the first {n} frames")
-        if (ginfo.height, ginfo.width) != (pinfo.height, pinfo.width):
-            h, w = min(ginfo.height, pinfo.height), min(ginfo.width, pinfo.width)
-            notice(f"size differs (gt {ginfo.width}x{ginfo.height}, pred {pinfo.width}x"
-                   f"{pinfo.height}): both cut to {w}x{h} ({'centre' if is_center else 'top-left'})")
-    fr = {k: m for k, m in metrics.items() if m.mode == "FR"}
-    if fr and crop and (2 * crop >= h or 2 * crop >= w):
+    n, h, w = common_size(pinfo, ginfo, is_center, notice)
+    if crop and any(m.mode == "FR" for m in metrics.values()) and (2 * crop >= h or 2 * crop >= w):
         raise ValueError(f"--crop {crop} leaves nothing of a {w}x{h} frame")
-    sums = {k: 0.0 for k in metrics}
-    counts = {k: 0 for k in metrics}
-    acc = EwarpAccumulator() if want_ewarp else None
-    active = dict(metrics)  # the metrics that have not failed
-
-    def drop(name: str, e: Exception) -> None:
-        reason = f"{type(e).__name__}: {e}"
-        if failed is None:
-            raise MetricFailed(f"{name}: {reason}") from e
-        failed(name, reason)
-        active.pop(name, None)
-
+    scores = PairScores(metrics, want_ewarp, failed)
     pr = FrameReader(pred_path, info=pinfo, chunk=chunk)
     gr = FrameReader(gt_path, info=ginfo, chunk=chunk) if ginfo is not None else None
     if frame_bar is not None:
         frame_bar.reset(total=n)
     try:
         for s in range(0, n, chunk):
-            if not active and acc is None:  # every metric failed: nothing left to read for
+            if scores.done:
                 break
             k = min(chunk, n - s)
-            P = _cut(pr.get(s, k), h, w, is_center)
-            G = _cut(gr.get(s, k), h, w, is_center) if gr is not None else None
-            if acc is not None:
-                try:
-                    acc.update(P, G)
-                except Exception as e:  # noqa: BLE001 - reported by name, others go on
-                    drop(EWARP, e)
-                    acc = None
-            if active:
-                Pt = torch.from_numpy(np.ascontiguousarray(P)).permute(0, 3, 1, 2)
-                Gt = torch.from_numpy(np.ascontiguousarray(G)).permute(0, 3, 1, 2) \
-                    if G is not None else None
-                for b in range(0, k, batch):
-                    p = Pt[b:b + batch].to(device)
-                    g = Gt[b:b + batch].to(device) if Gt is not None else None
-                    for name, m in list(active.items()):
-                        dtype = torch.float64 if m.classic else torch.float32
-                        x = p.to(dtype) / 255.0
-                        y = g.to(dtype) / 255.0 if g is not None else None
-                        if m.mode == "FR" and crop:
-                            x = x[..., crop:-crop, crop:-crop]
-                            y = y[..., crop:-crop, crop:-crop]
-                        try:
-                            sc = m(x, y if m.mode == "FR" else None)
-                        except Exception as e:  # noqa: BLE001 - reported by name, others go on
-                            drop(name, e)
-                            continue
-                        sums[name] += float(sc.sum())
-                        counts[name] += sc.size
+            pred = _cut(pr.get(s, k), h, w, is_center)
+            gt = _cut(gr.get(s, k), h, w, is_center) if gr is not None else None
+            scores.add_chunk(pred, gt, batch, device, crop)
             if frame_bar is not None:
                 frame_bar.update(k)
     finally:
         pr.close()
         if gr is not None:
             gr.close()
-    res = {k: (sums[k] / counts[k] if counts[k] and k in active else None) for k in metrics}
-    if want_ewarp:
-        res[EWARP] = acc.value() if acc is not None else None
-    if acc is not None:
-        if acc.value() is None:
-            notice("ewarp undefined (fewer than two frames or every pixel occluded): null")
-        elif acc.skipped:
-            notice(f"ewarp: {acc.skipped} frame pair(s) fully occluded, skipped")
-    for k, v in list(res.items()):
-        fv = finite_or_none(v)
-        if v is not None and fv is None:
-            notice(f"{k} is not finite ({v}): stored as null")
-        res[k] = fv
-    return res
-
-
+    return scores.result(notice)

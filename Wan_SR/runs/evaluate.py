@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -67,6 +68,213 @@ def collect_inputs(path: str | os.PathLike, what: str
     return found, dups, False
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The checked scoring options of one run."""
+    names: list
+    crop: int
+    batch_size: int
+    device: str
+    weights_dir: Optional[str]
+
+
+def _checked_options(metrics, crop, batch_size, device, weights_dir) -> _Options:
+    names = parse_metric_names(metrics)
+    crop = int(crop)
+    if crop < 0:
+        raise EvalError("--crop must be >= 0")
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise EvalError("--batch_size must be >= 1")
+    device = str(resolve_device(device))
+    weights_dir = str(weights_dir) if weights_dir else None
+    if weights_dir and not Path(weights_dir).is_dir():
+        raise EvalError(f"--weights_dir {weights_dir}: not a folder")
+    return _Options(names, crop, batch_size, device, weights_dir)
+
+
+@dataclass
+class Pairing:
+    """The (name, prediction, ground truth or None) pairs to score, in order, and what was
+    said about the inputs: {name: error} for those not scored, {name: [notes]}."""
+    pairs: list[tuple[str, Path, Optional[Path]]]
+    errors: dict[str, object]
+    notes: dict[str, list[str]]
+
+
+def pair_inputs(pred: str | os.PathLike, gt: Optional[str | os.PathLike]) -> Pairing:
+    """Pair the samples of ``pred`` with those of ``gt`` by base name; one file or frame folder
+    against one is paired whatever their names."""
+    preds, errors, pred_single = collect_inputs(pred, "pred")
+    if gt is None:
+        return Pairing([(name, pp, None) for name, pp in preds.items() if name not in errors],
+                       errors, {})
+    gts, gt_dups, gt_single = collect_inputs(gt, "gt")
+    single = pred_single and gt_single
+    pairs, notes = [], {}
+    for name, pp in preds.items():
+        if name in errors:
+            continue
+        if name in gt_dups:
+            errors[name] = gt_dups[name]
+        elif name in gts:
+            pairs.append((name, pp, gts[name]))
+        elif single:
+            gname = next(iter(gts))
+            notes[name] = [f"paired with the only ground truth '{gname}'"]
+            log.info("%s: %s", name, notes[name][0])
+            pairs.append((name, pp, gts[gname]))
+        else:
+            errors[name] = f"no ground truth named '{name}' in --gt {gt}"
+    unused = sorted(set(gts) - set(preds))
+    if unused and not single:
+        log.info("%d ground-truth input(s) without a prediction, not scored: %s%s",
+                 len(unused), ", ".join(unused[:10]), " ..." if len(unused) > 10 else "")
+    return Pairing(pairs, errors, notes)
+
+
+class Scored(NamedTuple):
+    """One sample's outcome (sent between processes)."""
+    scores: Optional[dict]  # {metric: value or None}, None when the sample failed
+    error: Optional[str]  # why the sample could not be scored at all
+    notices: list  # what score_pair said about it
+    failures: dict  # {metric: why it failed on this sample}
+
+
+class _SampleLog:
+    """The notices and metric failures of one sample, logged as they come."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.notices: list[str] = []
+        self.failures: dict[str, str] = {}
+
+    def notice(self, msg: str) -> None:
+        self.notices.append(msg)
+        log.info("%s: %s", self.name, msg)
+
+    def failed(self, metric: str, why: str) -> None:
+        self.failures[metric] = why
+        log.error("%s: %s failed (%s)", self.name, metric, why)
+
+
+def _score_one(name: str, pred: Path, gt: Optional[Path], built: dict, pair_options: dict,
+               names: list, frame_bar) -> Scored:
+    """Score one sample; an exception is its error, named in the log (the others go on)."""
+    slog = _SampleLog(name)
+    try:
+        scores = score_pair(pred, gt, built, notice=slog.notice, frame_bar=frame_bar,
+                            failed=slog.failed, **pair_options)
+        return Scored({k: scores[k] for k in names}, None, slog.notices, slog.failures)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # reported by name; the other samples are still scored
+        msg = f"{type(e).__name__}: {e}"
+        log.error("%s: %s", name, msg)
+        return Scored(None, msg, slog.notices, slog.failures)
+
+
+def score_all(pairs: list, built: dict, names: list, pair_options: dict, progress: bool
+              ) -> dict[str, Scored]:
+    """{name: Scored} of every pair. Under several processes each scores its share (balanced
+    by frames x pixels), then every process gets every outcome."""
+    share = share_work(pairs, lambda pair: probe(pair[1]), pixel_frames, split="videos")
+    scored: dict[str, Scored] = {}
+    bar = progress_bar(share.alone, desc="samples", unit="video", leave=True, enabled=progress)
+    fbar = progress_bar(total=0, desc="frames", unit="frame", position=1, enabled=progress)
+    try:
+        for name, pp, gp in bar:
+            bar.set_postfix_str(name)
+            scored[name] = _score_one(name, pp, gp, built, pair_options, names, fbar)
+    finally:
+        fbar.close()
+        bar.close()
+    for part in all_gather(scored):
+        scored.update(part)
+    return scored
+
+
+@dataclass
+class Results:
+    """In the order of the pairs: {name: scores} of the samples with at least one metric that
+    did not fail, {name: error or {metric: why}}, {name: notices}."""
+    per_sample: dict[str, dict]
+    errors: dict[str, object]
+    notes: dict[str, list[str]]
+
+
+def per_sample_results(pairs: list, scored: dict[str, Scored], names: list) -> Results:
+    """Sort each pair's outcome into :class:`Results`."""
+    per_sample, errors, notes = {}, {}, {}
+    for name, _, _ in pairs:
+        res = scored[name]
+        if res.notices:
+            notes[name] = list(res.notices)
+        if res.error is not None:
+            errors[name] = res.error
+            continue
+        if res.failures:
+            errors[name] = dict(res.failures)
+        if len(res.failures) < len(names):  # the metrics that did not fail are kept
+            per_sample[name] = res.scores
+    return Results(per_sample, errors, notes)
+
+
+def average_scores(per_sample: dict, names: list) -> tuple[dict, list[str]]:
+    """{metric: unweighted mean over the samples with a value, or None}, and a note for each
+    metric some samples have no value of."""
+    average, notes = {}, []
+    for k in names:
+        vals = [v[k] for v in per_sample.values() if v.get(k) is not None]
+        average[k] = finite_or_none(float(np.mean(vals))) if vals else None
+        if len(vals) != len(per_sample):
+            notes.append(f"{k}: averaged over {len(vals)} of {len(per_sample)} samples "
+                         "(others null)")
+    return average, notes
+
+
+def _pyiqa_version() -> Optional[str]:
+    try:
+        import pyiqa
+
+        return getattr(pyiqa, "__version__", None)
+    except Exception:
+        return None
+
+
+def _settings(gt, pred, out_dir: Path, opts: _Options, test_y_channel: bool, is_center: bool,
+              batch_mode: bool, built: dict, seconds: float) -> dict:
+    """The JSON's ``settings``: every option and convention the numbers depend on."""
+    from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
+
+    return {
+        "gt": str(gt) if gt is not None else None,
+        "pred": str(pred),
+        "out": str(out_dir),
+        "metrics": opts.names,
+        "crop": opts.crop,
+        "test_y_channel": bool(test_y_channel),
+        "is_center": bool(is_center),
+        "batch_mode": bool(batch_mode),
+        "batch_size": opts.batch_size,
+        "device": opts.device,
+        "weights_dir": opts.weights_dir,
+        "lower_better": {k: (True if k == EWARP else built[k].lower_better) for k in opts.names},
+        "psnr_cap_db": PSNR_CAP_DB,
+        "y_channel": f"Y = {Y_COEFFS[0]} R + {Y_COEFFS[1]} G + {Y_COEFFS[2]} B + "
+                     f"{Y_OFFSET} on [0,1] RGB (psnr/ssim only)",
+        "averaging": "per sample: mean over frames (ewarp: over frame pairs); "
+                     "average: unweighted mean over samples",
+        "pyiqa_version": _pyiqa_version(),
+        "seconds": round(seconds, 3),
+    }
+
+
+def _merge_notes(notes: dict[str, list[str]], more: dict[str, list[str]]) -> None:
+    for name, msgs in more.items():
+        notes.setdefault(name, []).extend(msgs)
+
+
 def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
              out: Optional[str | os.PathLike] = None,
              metrics: str | Sequence[str] = DEFAULT_METRICS, crop: int = 0,
@@ -81,158 +289,39 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     per-metric failures are reported by name, listed under ``errors`` and do not stop the
     others. ``gt`` / ``out`` given as '' mean none / the default (the published syntax). The
     ``out`` folder is created only when the JSON is written."""
-    from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
-
     gt, out = path_or_none(gt), path_or_none(out)
-
-    names = parse_metric_names(metrics)
-    crop = int(crop)
-    if crop < 0:
-        raise EvalError("--crop must be >= 0")
-    batch_size = int(batch_size)
-    if batch_size < 1:
-        raise EvalError("--batch_size must be >= 1")
-    device = str(resolve_device(device))
-    weights_dir = str(weights_dir) if weights_dir else None
-    if weights_dir and not Path(weights_dir).is_dir():
-        raise EvalError(f"--weights_dir {weights_dir}: not a folder")
-
-    preds, errors, pred_single = collect_inputs(pred, "pred")
-    gts, gt_dups, gt_single = collect_inputs(gt, "gt") if gt is not None else ({}, {}, False)
-    single = pred_single and gt_single  # one file / frame folder against one: pair regardless
+    opts = _checked_options(metrics, crop, batch_size, device, weights_dir)
+    # 1. pairing
+    pairing = pair_inputs(pred, gt)
+    if not pairing.pairs and not pairing.errors:
+        raise EvalError(f"nothing to score in --pred {pred}")
     pred_p = Path(pred)
     out_dir = Path(out) if out is not None else (pred_p if pred_p.is_dir() else pred_p.parent)
-    notes: dict[str, list[str]] = {}
-
-    def say(name: str, msg: str) -> None:
-        notes.setdefault(name, []).append(msg)
-        log.info("%s: %s", name, msg)
-
-    pairs: list[tuple[str, Path, Optional[Path]]] = []
-    for name, pp in preds.items():
-        if name in errors:
-            continue
-        if gt is not None:
-            if name in gt_dups:
-                errors[name] = gt_dups[name]
-            elif name not in gts:
-                if single:
-                    gname = next(iter(gts))
-                    say(name, f"paired with the only ground truth '{gname}'")
-                    pairs.append((name, pp, gts[gname]))
-                else:
-                    errors[name] = f"no ground truth named '{name}' in --gt {gt}"
-            else:
-                pairs.append((name, pp, gts[name]))
-        else:
-            pairs.append((name, pp, None))
-    if gt is not None:
-        unused = sorted(set(gts) - set(preds))
-        if unused and not single:
-            log.info("%d ground-truth input(s) without a prediction, not scored: %s%s",
-                     len(unused), ", ".join(unused[:10]), " ..." if len(unused) > 10 else "")
-    if not pairs and not errors:
-        raise EvalError(f"nothing to score in --pred {pred}")
-
-    built = build_metrics(names, gt is not None, device, test_y_channel, weights_dir)
-    want_ewarp = EWARP in names
-    batch = batch_size if batch_mode else 1
-    chunk = max(batch, DEFAULT_CHUNK) if batch_mode else DEFAULT_CHUNK
-
+    # 2. the metrics (weights are checked here), 3. scoring, cut to the common size
+    built = build_metrics(opts.names, gt is not None, opts.device, test_y_channel,
+                          opts.weights_dir)
+    batch = opts.batch_size if batch_mode else 1
+    pair_options = dict(want_ewarp=EWARP in opts.names, crop=opts.crop, is_center=is_center,
+                        batch=batch, device=opts.device,
+                        chunk=max(batch, DEFAULT_CHUNK) if batch_mode else DEFAULT_CHUNK)
     t0 = time.time()
-    # several processes: each scores its share (balanced by frames x pixels), then every
-    # process gets every score; merged in the order of ``pairs`` as one process scores them
-    share = share_work(pairs, lambda pair: probe(pair[1]), pixel_frames, split="videos")
-    # name -> (scores or None, error or None, notices, {metric: why it failed})
-    scored: dict[str, tuple] = {}
-    bar = progress_bar(share.alone, desc="samples", unit="video", leave=True, enabled=progress)
-    fbar = progress_bar(total=0, desc="frames", unit="frame", position=1, enabled=progress)
-    try:
-        for name, pp, gp in bar:
-            bar.set_postfix_str(name)
-            notices: list[str] = []
-            failures: dict[str, str] = {}
-
-            def notice(msg, _n=name, _notices=notices):
-                _notices.append(msg)
-                log.info("%s: %s", _n, msg)
-
-            def failed(metric, why, _n=name, _failures=failures):
-                _failures[metric] = why
-                log.error("%s: %s failed (%s)", _n, metric, why)
-
-            try:
-                scores = score_pair(pp, gp, built, want_ewarp, crop=crop, is_center=is_center,
-                                    batch=batch, chunk=chunk, device=device, notice=notice,
-                                    frame_bar=fbar, failed=failed)
-                scored[name] = ({k: scores[k] for k in names}, None, notices, failures)
-            except KeyboardInterrupt:
-                raise
-            except Exception as e:  # reported by name; the other samples are still scored
-                msg = f"{type(e).__name__}: {e}"
-                scored[name] = (None, msg, notices, failures)
-                log.error("%s: %s", name, msg)
-    finally:
-        fbar.close()
-        bar.close()
-    for part in all_gather(scored):
-        scored.update(part)
-    per_sample: dict[str, dict] = {}
-    for name, _, _ in pairs:
-        scores, error, notices, failures = scored[name]
-        if notices:
-            notes.setdefault(name, []).extend(notices)
-        if error is not None:
-            errors[name] = error
-            continue
-        if failures:
-            errors[name] = dict(failures)
-        if len(failures) < len(names):  # the metrics that did not fail are kept
-            per_sample[name] = scores
-
-    average = {}
-    for k in names:
-        vals = [v[k] for v in per_sample.values() if v.get(k) is not None]
-        average[k] = finite_or_none(float(np.mean(vals))) if vals else None
-        if len(vals) != len(per_sample):
-            notes.setdefault("_average", []).append(
-                f"{k}: averaged over {len(vals)} of {len(per_sample)} samples (others null)")
-    try:
-        import pyiqa
-
-        pyiqa_version = getattr(pyiqa, "__version__", None)
-    except Exception:
-        pyiqa_version = None
-    result = {
-        "per_sample": per_sample,
-        "average": average,
-        "count": len(per_sample),
-        "settings": {
-            "gt": str(gt) if gt is not None else None,
-            "pred": str(pred),
-            "out": str(out_dir),
-            "metrics": names,
-            "crop": crop,
-            "test_y_channel": bool(test_y_channel),
-            "is_center": bool(is_center),
-            "batch_mode": bool(batch_mode),
-            "batch_size": batch_size,
-            "device": device,
-            "weights_dir": weights_dir,
-            "lower_better": {k: (True if k == EWARP else built[k].lower_better) for k in names},
-            "psnr_cap_db": PSNR_CAP_DB,
-            "y_channel": f"Y = {Y_COEFFS[0]} R + {Y_COEFFS[1]} G + {Y_COEFFS[2]} B + "
-                         f"{Y_OFFSET} on [0,1] RGB (psnr/ssim only)",
-            "averaging": "per sample: mean over frames (ewarp: over frame pairs); "
-                         "average: unweighted mean over samples",
-            "pyiqa_version": pyiqa_version,
-            "seconds": round(time.time() - t0, 3),
-        },
-        "notes": notes,
-        "errors": errors,
-    }
+    scored = score_all(pairing.pairs, built, opts.names, pair_options, progress)
+    # 4. averaging
+    samples = per_sample_results(pairing.pairs, scored, opts.names)
+    errors = {**pairing.errors, **samples.errors}
+    notes = pairing.notes
+    _merge_notes(notes, samples.notes)
+    average, average_notes = average_scores(samples.per_sample, opts.names)
+    if average_notes:
+        notes["_average"] = average_notes
+    result = {"per_sample": samples.per_sample, "average": average,
+              "count": len(samples.per_sample),
+              "settings": _settings(gt, pred, out_dir, opts, test_y_channel, is_center,
+                                    batch_mode, built, time.time() - t0),
+              "notes": notes, "errors": errors}
+    # 5. writing
     if write_json and current().is_main:
-        path = output_path(out_dir, names)
+        path = output_path(out_dir, opts.names)
         write_json_atomic(path, result)
         log.info("wrote %s", path)
     return result
