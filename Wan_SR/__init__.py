@@ -1,7 +1,10 @@
 """PS-SR: Pseudo-Single-Step Video Super-Resolution via Speculative Diffusion.
 
-The method and every default: docs/method.md. Layers (imports run one way): cli, tools -> runs
--> training -> sampling | fusion | metrics -> models | data -> core.
+The method and every default: docs/method.md. Layers (imports run one way): cli, tools ->
+runs | testing -> training -> sampling | fusion | metrics -> models | data -> core. The scripts
+(``inference_step_1.py``, ``inference_step_2.py``, ``eval_metrics.py``, ``train_base.py``,
+``train_draft.py``) are the parsers of :mod:`Wan_SR.cli`; :mod:`Wan_SR.testing` holds test
+fixtures (random weights in the official layouts) that the rest of the package never imports.
 """
 import warnings
 

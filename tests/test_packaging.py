@@ -45,3 +45,28 @@ def test_console_scripts_installed(script, marker, tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert marker in r.stdout
+
+
+def _package_dirs():
+    return sorted(p.parent for p in (ROOT / "Wan_SR").rglob("__init__.py"))
+
+
+def test_every_package_folder_is_installed():
+    """pyproject's package list finds every folder of Wan_SR that holds Python files (a folder
+    without __init__.py would be left out of the wheel)."""
+    from setuptools import find_packages
+
+    found = set(find_packages(str(ROOT), include=["Wan_SR*"]))
+    folders = {".".join(d.relative_to(ROOT).parts) for d in (ROOT / "Wan_SR").rglob("*")
+               if d.is_dir() and any(d.glob("*.py"))}
+    assert folders <= found, sorted(folders - found)
+    assert {"Wan_SR.data.video_io", "Wan_SR.testing"} <= found
+
+
+def test_every_package_says_what_it_holds():
+    """Each package's docstring names what it holds, not just the project."""
+    import ast
+
+    for d in _package_dirs():
+        doc = ast.get_docstring(ast.parse((d / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and len(doc.split()) >= 20, f"{d.relative_to(ROOT)}: {doc!r}"
