@@ -1,19 +1,23 @@
-"""Random-weight checkpoints in exactly the official file layouts (docs/method.md §8)::
+"""Random-weight checkpoints in exactly the official file layouts (docs/method.md §8).
 
-    OUT/dependent_models/Wan2.1-T2V-1.3B/diffusion_pytorch_model.safetensors   (original Wan keys)
-    OUT/dependent_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth
-    OUT/dependent_models/Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth
-    OUT/dependent_models/Wan2.1-T2V-1.3B/google/umt5-xxl/                    (a T5 tokenizer)
-    OUT/dependent_models/ram_swin_large_14m.pth                                (RAM tagger, {"model": sd})
-    OUT/dependent_models/DAPE.pth                                              (DAPE LoRA pairs)
-    OUT/checkpoints/pretrained_models/base.safetensors                         (LoRA + full tensors)
-    OUT/checkpoints/pretrained_models/draft.safetensors                        (pruned draft)
+    python -m Wan_SR.tools.make_tiny_checkpoints --out DIR [--size tiny|real] [--no_ram]
 
-The files go through the same public loaders as the real ones. ``size="real"`` writes the real
-Wan2.1-1.3B shapes (bf16) for GPU benchmarks; its 11 GB text encoder is skipped unless
-``text_encoder=True``, and a random prompt embedding is put in the prompt cache instead. The RAM
-tagger files (real: Swin-L shapes, fp32, about 0.9 GB) are skipped with ``ram=False``.
-Command line: ``python -m Wan_SR.tools.make_tiny_checkpoints --out DIR``.
+writes::
+
+    DIR/dependent_models/Wan2.1-T2V-1.3B/diffusion_pytorch_model.safetensors   (original Wan keys)
+    DIR/dependent_models/Wan2.1-T2V-1.3B/Wan2.1_VAE.pth
+    DIR/dependent_models/Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth
+    DIR/dependent_models/Wan2.1-T2V-1.3B/google/umt5-xxl/                    (a T5 tokenizer)
+    DIR/dependent_models/ram_swin_large_14m.pth                                (RAM tagger, {"model": sd})
+    DIR/dependent_models/DAPE.pth                                              (DAPE LoRA pairs)
+    DIR/checkpoints/pretrained_models/base.safetensors                         (LoRA + full tensors)
+    DIR/checkpoints/pretrained_models/draft.safetensors                        (pruned draft)
+
+(in Python: :func:`make_checkpoints`). The files go through the same public loaders as the real
+ones. ``--size real`` writes the real Wan2.1-1.3B shapes (bf16) for GPU benchmarks; its 11 GB
+text encoder is skipped unless ``--text_encoder`` is given, and a random prompt embedding is put
+in the prompt cache instead. The RAM tagger files (real: Swin-L shapes, fp32, about 0.9 GB) are
+skipped with ``--no_ram``.
 """
 from __future__ import annotations
 
