@@ -20,10 +20,10 @@ MULTI_VARS = ("RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _option_classes():
-    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
-                                         OutputOptions)
+    from Wan_SR.training.options import (BaseLossOptions, BaseModelOptions, BaseOptimOptions,
+                                         CheckpointOptions, DataOptions)
 
-    return DataOptions, ModelOptions, LossOptions, OptimOptions, OutputOptions
+    return DataOptions, BaseModelOptions, BaseLossOptions, BaseOptimOptions, CheckpointOptions
 
 
 def _parser_options() -> set:

@@ -91,14 +91,14 @@ def test_draft_condition_feeds_what_it_says(tiny_paths, data, tmp_path, kind, mo
 
     monkeypatch.setattr(td, "draft_step", spy)
     encoded = []
-    orig_encode = td.Session.encode
+    orig_encode = td.Inputs.encode
 
     def enc(self, batch, g):
         out = orig_encode(self, batch, g)
         encoded.append(out[2].detach().clone())
         return out
 
-    monkeypatch.setattr(td.Session, "encode", enc)
+    monkeypatch.setattr(td.Inputs, "encode", enc)
     run(draft_config(tiny_paths, data, tmp_path / kind, max_train_steps=1, draft_condition=kind))
     assert len(seen) == 3 and len(encoded) == 1
     for c in seen:
