@@ -300,3 +300,17 @@ def test_gradient_accumulation_equals_the_mean_loss_of_its_samples(tiny_paths, d
     assert any(not torch.equal(ref[k], start[k]) for k in ref if k in start)
     for a, b in zip(history(ddp_run), history(tmp_path / "acc")):  # the mean of both samples
         assert a["loss_l2"] == pytest.approx(b["loss_l2"], rel=1e-5)
+
+
+def test_weighted_sum_and_guidance():
+    """Terms with weight 0 are logged but not trained; guidance is v_neg + s (v_pos - v_neg),
+    off at scale 1 or without a negative context."""
+    from Wan_SR.sampling.speculative import guided
+
+    a, b = torch.tensor(2.0), torch.tensor(float("nan"))
+    assert losses.weighted_sum([("x", 0.5, a), ("y", 0.0, b)]).item() == 1.0
+    assert losses.weighted_sum([("x", 0.5, a), ("z", 3.0, a)]).item() == 7.0
+    pos, neg = torch.tensor([1.0, 4.0]), torch.tensor([3.0, 2.0])
+    v = lambda ctx: pos if ctx == "p" else neg  # noqa: E731
+    assert torch.equal(guided(v, 3.0, "p", "n"), neg + 3.0 * (pos - neg))
+    assert torch.equal(guided(v, 1.0, "p", "n"), pos) and torch.equal(guided(v, 3.0, "p"), pos)
