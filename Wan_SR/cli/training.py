@@ -1,6 +1,7 @@
 """What the two training scripts share: their parsers (built from the trainer's config,
 Wan_SR/training/options.py), the checks that run before any model loads, and the run itself
-(docs/method.md §9)."""
+(docs/method.md §9). The modules that import torch are imported inside the functions that need
+them, so ``--help`` starts fast."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from Wan_SR.training.options import BaseTrainConfig, DraftTrainConfig
 from .common import (HelpFormatter, add_log_args, add_options, check_writable_dir,
                      options_from_args, setup_from_args)
 from .release import add_release_options, check_release_options
@@ -18,6 +20,8 @@ from .release import add_release_options, check_release_options
 # The release's --deg_file_path value (a name inside its Wan_SR/degradation/): the chain its code
 # really runs with that file is config/degradation_pssr.yml here.
 RELEASE_DEG_FILE = "params_realesrgan.yml"
+
+CONFIGS = {"base": BaseTrainConfig, "draft": DraftTrainConfig}
 
 # --help's group of each part of a trainer's config
 TITLES = {"data": "data", "model": "models", "draft": "draft", "loss": "losses",
@@ -51,19 +55,13 @@ def str2bool(v) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {v!r}")
 
 
-def config_class(trainer: str):
-    from Wan_SR.training.options import BaseTrainConfig, DraftTrainConfig
-
-    return {"base": BaseTrainConfig, "draft": DraftTrainConfig}[trainer]
-
-
 def training_parser(trainer: str, description: str) -> argparse.ArgumentParser:
     """The parser of ``train_<trainer>.py``: one group per part of the trainer's config (its
     defaults), ``--checkpointing_steps``, the release's options (checked or noticed) and
     logging."""
     p = argparse.ArgumentParser(prog=f"train_{trainer}.py", description=description,
                                 formatter_class=HelpFormatter)
-    default = config_class(trainer)()
+    default = CONFIGS[trainer]()
     for f in dataclasses.fields(default):
         part = getattr(default, f.name)
         add_options(p.add_argument_group(TITLES[f.name]), type(part), defaults=part,
@@ -77,7 +75,7 @@ def training_parser(trainer: str, description: str) -> argparse.ArgumentParser:
 
 def config_from_args(args, trainer: str = "base"):
     """The trainer's config from the parsed arguments (the degradation file resolved)."""
-    default = config_class(trainer)()
+    default = CONFIGS[trainer]()
     cfg = type(default)(**{f.name: options_from_args(type(getattr(default, f.name)), args)
                            for f in dataclasses.fields(default)})
     cfg.data.deg_file_path = str(resolve_config_path(cfg.data.deg_file_path))

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, GradientAccumulationPlugin, set_seed
 
 from Wan_SR.data.dataset import SkipReport, VideoDataset, collate_clips
 from Wan_SR.data.degradation import Degradation
 from Wan_SR.models.tagger import load_tagger, pick_frame, prompt_with_tags
 from Wan_SR.models.text import PromptEncoder
-from Wan_SR.models.wan import load_vae, vae_encode
+from Wan_SR.models.wan import WanFiles, load_vae, vae_encode
 from . import checkpoints
+from .lpips import load_lpips
 from .options import DataOptions, LossOptions, ModelOptions, OptimOptions
 
 log = logging.getLogger(__name__)
@@ -26,14 +29,10 @@ log = logging.getLogger(__name__)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
 
-def start_accelerator(opt: OptimOptions, output_path: str, tracker: Optional[str]):
+def start_accelerator(opt: OptimOptions, output_path: str, tracker: Optional[str]) -> Accelerator:
     """The accelerator of a run (mixed precision, accumulation counted in our micro-batches,
     not at the loader's end), the global seed set, the output folder made and cleared of what a
     killed earlier run left half-written."""
-    from accelerate import Accelerator
-    from accelerate.utils import (DistributedDataParallelKwargs, GradientAccumulationPlugin,
-                                  set_seed)
-
     acc = Accelerator(
         mixed_precision=opt.mixed_precision, log_with=tracker, project_dir=str(output_path),
         step_scheduler_with_optimizer=False,
@@ -194,18 +193,16 @@ def build_lpips(o: LossOptions, device):
     """The frozen LPIPS network when the pixel LPIPS loss is on, else None."""
     if not o.lpips():
         return None
-    from .lpips import load_lpips
-
     return load_lpips(o.lpips_weights, device=device)
 
 
 @dataclass
 class Parts:
     """What both trainers build before their models."""
-    acc: object
+    acc: Accelerator
     dtype: torch.dtype
     data: TrainData
-    files: object          # the Wan2.1 files (Wan_SR.models.wan.WanFiles)
+    files: WanFiles
     inputs: Inputs
 
 

@@ -134,7 +134,7 @@ def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: D
             r.logs[f"original_difference_draft_{k}"] = float(losses.latent_l2(r.z, r.z_h))
             r.logs.update({f"{name}_draft_{k}": float(v.detach().float()) for name, _, v in terms})
             r.loss += float(loss.detach())
-            r.z = z_next.detach()  # 4. the stop-gradient Euler step
+            r.z = z_next.detach()  # 4. the stop-gradient Euler step (float32 under mixed precision)
         u.apply(m.draft, step, f"draft step {k}")  # 5. one update per draft timestep
     return [dict(r.logs, loss=r.loss / len(dr.timestep_draft_list)) for r in rolls]
 

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from Wan_SR.core.distributed import Watchdog
 from Wan_SR.core.files import save_safetensors_atomic
@@ -113,8 +114,6 @@ def gather(acc, obj) -> list:
     """``obj`` of every process, in process order (a collective: every process calls it)."""
     if acc.num_processes == 1:
         return [obj]
-    import torch.distributed as dist
-
     everyone = [None] * acc.num_processes
     dist.all_gather_object(everyone, obj)
     return everyone

@@ -74,7 +74,8 @@ class ModelOptions(ModelFileOptions):
 
     def wan_files(self):
         """The Wan2.1 files these options name (:func:`Wan_SR.models.wan.resolve_wan_files`)."""
-        from Wan_SR.models.wan import parse_model_paths, resolve_model_ids, wan_files_of
+        from Wan_SR.models.wan import (parse_model_paths,  # imports torch: not for --help
+                                       resolve_model_ids, wan_files_of)
 
         return wan_files_of(self, parse_model_paths(self.model_paths)
                             + resolve_model_ids(self.model_id_with_origin_paths))
