@@ -226,7 +226,7 @@ class Loop:
         if out.resume_from_checkpoint:
             state = checkpoints.load_state(
                 self.acc, checkpoints.find_state(self.output, out.resume_from_checkpoint))
-            skipped = state.pop("nan_skipped")
+            skipped = state.pop("nan_skipped", 0)
             self.state.update(state)
             self.saved = self.state["step"]
         self.updates = Updates(self.acc, opt.max_grad_norm, skipped)
