@@ -179,25 +179,25 @@ def test_a_video_split_across_processes_is_tagged_once(tiny_paths, tiny_root, tm
 
 
 def test_training_tags_one_frame_per_sample_from_the_step_generator():
-    from Wan_SR.training.engine import Session
+    from Wan_SR.training.build import Inputs
 
     seen = []
     fake = SimpleNamespace(tagger=SimpleNamespace(
         tags=lambda f: (seen.append(f), "x, y")[1]))
     clips = torch.rand(2, 5, 3, 8, 8)
-    out = Session.tagged_prompts(fake, ["a", "b"], clips, torch.Generator().manual_seed(3))
+    out = Inputs.tagged_prompts(fake, ["a", "b"], clips, torch.Generator().manual_seed(3))
     assert out == ["a, x, y", "b, x, y"]
     g = torch.Generator().manual_seed(3)
     assert torch.equal(seen[0], clips[0, pick_frame(5, g)])
     assert torch.equal(seen[1], clips[1, pick_frame(5, g)])
-    assert Session.tagged_prompts(SimpleNamespace(tagger=None), ["a"], clips, g) == ["a"]
+    assert Inputs.tagged_prompts(SimpleNamespace(tagger=None), ["a"], clips, g) == ["a"]
 
 
 def test_training_run_encodes_tagged_prompts(tiny_paths, tiny_root, tmp_path, forced, names,
                                              monkeypatch, source="hq"):
     from test_train_base import config, run
 
-    from Wan_SR.training.engine import ContextBank
+    from Wan_SR.training.build import ContextBank
 
     got = []
     get = ContextBank.get

@@ -152,23 +152,24 @@ def weights(path):
 def test_only_the_intended_parameters_learn(tiny_paths):
     from Wan_SR.models.wan import load_vae, resolve_wan_files
     from Wan_SR.sampling.timeline import FlowTimeline
-    from Wan_SR.training.base import GeneratorLoss, StepDraws
+    from Wan_SR.training.base import BaseStep
     from Wan_SR.training.models import build_base, build_regulariser
-    from Wan_SR.training.options import LossOptions
 
     files = resolve_wan_files(str(tiny_paths["wan_dir"]))
     base = build_base(files.dit, 4, ["q", "k", "v", "o", "ffn.0", "ffn.2"], torch.float32, "cpu")
     fix, upd = build_regulariser(files.dit, 4, ["q", "k", "v", "o", "ffn.0", "ffn.2"],
                                  torch.float32, "cpu")
     vae = load_vae(files.vae).requires_grad_(False)
-    gen = GeneratorLoss(base, vae, FlowTimeline(), LossOptions(cfg_scale=2.0), fix, upd)
+    tl = FlowTimeline()
     g = torch.Generator().manual_seed(0)
     z = torch.randn(1, 16, 3, 4, 6, generator=g)
     ctx = torch.randn(1, 8, 32, generator=g)
-    draws = StepDraws(crop=(0, 0, 2, 2), reg_t=500.0, reg_noise=torch.randn(z.shape, generator=g))
+    reg_noise = torch.randn(z.shape, generator=g)
     hq = torch.rand(1, 3, 9, 32, 48, generator=g) * 2 - 1
-    res = gen(z, z + 0.1, hq, ctx, ctx * 0, draws)
-    (res["loss_l2"] + res["loss_pixel_l2"] + res["loss_reg"]).backward()
+    x0 = BaseStep(base, tl, 699.0)(z, ctx).x0
+    pixel = losses.pixel_losses(lambda q: losses.decode_native(vae, q), x0, hq, (0, 0, 2, 2))
+    reg = losses.regulariser(fix, upd, x0, ctx, ctx * 0, 500.0, reg_noise, tl, cfg_scale=2.0)
+    (losses.latent_l2(x0, z + 0.1) + pixel["loss_pixel_l2"] + reg).backward()
     learned = {n for n, p in base.named_parameters() if p.grad is not None}
     trainable = {n for n, p in base.named_parameters() if p.requires_grad}
     assert learned == trainable
@@ -299,3 +300,17 @@ def test_gradient_accumulation_equals_the_mean_loss_of_its_samples(tiny_paths, d
     assert any(not torch.equal(ref[k], start[k]) for k in ref if k in start)
     for a, b in zip(history(ddp_run), history(tmp_path / "acc")):  # the mean of both samples
         assert a["loss_l2"] == pytest.approx(b["loss_l2"], rel=1e-5)
+
+
+def test_weighted_sum_and_guidance():
+    """Terms with weight 0 are logged but not trained; guidance is v_neg + s (v_pos - v_neg),
+    off at scale 1 or without a negative context."""
+    from Wan_SR.sampling.speculative import guided
+
+    a, b = torch.tensor(2.0), torch.tensor(float("nan"))
+    assert losses.weighted_sum([("x", 0.5, a), ("y", 0.0, b)]).item() == 1.0
+    assert losses.weighted_sum([("x", 0.5, a), ("z", 3.0, a)]).item() == 7.0
+    pos, neg = torch.tensor([1.0, 4.0]), torch.tensor([3.0, 2.0])
+    v = lambda ctx: pos if ctx == "p" else neg  # noqa: E731
+    assert torch.equal(guided(v, 3.0, "p", "n"), neg + 3.0 * (pos - neg))
+    assert torch.equal(guided(v, 1.0, "p", "n"), pos) and torch.equal(guided(v, 3.0, "p"), pos)

@@ -20,10 +20,10 @@ MULTI_VARS = ("RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _option_classes():
-    from Wan_SR.training.options import (DataOptions, LossOptions, ModelOptions, OptimOptions,
-                                         OutputOptions)
+    from Wan_SR.training.options import (BaseLossOptions, BaseModelOptions, BaseOptimOptions,
+                                         CheckpointOptions, DataOptions)
 
-    return DataOptions, ModelOptions, LossOptions, OptimOptions, OutputOptions
+    return DataOptions, BaseModelOptions, BaseLossOptions, BaseOptimOptions, CheckpointOptions
 
 
 def _parser_options() -> set:
@@ -326,3 +326,64 @@ def test_train_draft_needs_the_base(argv, no_models, capsys):
     assert "--load_model_base_from (the trained latest_base.safetensors) is required" in \
         capsys.readouterr().err
     assert not no_models
+
+
+# ----------------------------------------------------------------------------- the configs
+
+def test_each_trainer_gets_its_own_config_unpatched():
+    """The draft's config has no regulariser, discriminator or LoRA options (the release's
+    spellings of them only reach notices), and --load_model_base_from is the draft's own."""
+    from Wan_SR.cli.train_base import build_parser as base_parser
+    from Wan_SR.cli.train_draft import build_parser as draft_parser
+    from Wan_SR.cli.training import config_from_args
+    from Wan_SR.training.options import BaseTrainConfig, DraftTrainConfig
+
+    argv = ["--load_model_base_from", "b.safetensors", "--alpha_reg", "3", "--lora_rank", "8"]
+    cfg = config_from_args(draft_parser().parse_args(argv), "draft")
+    assert type(cfg) is DraftTrainConfig and cfg.draft.load_model_base_from == "b.safetensors"
+    for part, names in ((cfg.loss, ("alpha_reg", "cfg_scale", "alpha_adv", "alpha_perc")),
+                        (cfg.model, ("lora_rank", "load_model_base_from", "load_model_reg_from")),
+                        (cfg.optim, ("learning_rate_disc",))):
+        assert not any(hasattr(part, n) for n in names), part
+    assert cfg.out.output_path == "./experiments/train_draft"
+    cfg = config_from_args(base_parser().parse_args(argv), "base")
+    assert type(cfg) is BaseTrainConfig and cfg.loss.alpha_reg == 3 and cfg.model.lora_rank == 8
+    assert cfg.model.load_model_base_from == "b.safetensors"
+
+
+@pytest.mark.parametrize("part, change, message", [
+    ("optim", dict(learning_rate_disc=0), "--learning_rate_disc must be positive"),
+    ("optim", dict(gradient_accumulation_steps=0), "--gradient_accumulation_steps"),
+    ("loss", dict(alpha_perc=-0.1), "--alpha_perc"),
+    ("loss", dict(timestep_base=0), "--timestep_base"),
+    ("model", dict(lora_rank=0), "--lora_rank"),
+    ("out", dict(save_steps=0), "--save_steps"),
+    ("data", dict(num_frames=8), "4n+1"),
+])
+def test_each_option_set_checks_its_numbers(part, change, message):
+    from Wan_SR.training.options import BaseTrainConfig
+
+    cfg = BaseTrainConfig()
+    cfg.data.dataset_base_path = "d"
+    cfg.validate()  # the defaults pass
+    for k, v in change.items():
+        setattr(getattr(cfg, part), k, v)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        getattr(cfg, part).validate()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cfg.validate()
+
+
+def test_draft_config_checks_its_timesteps_and_its_losses():
+    from Wan_SR.training.options import DraftTrainConfig
+
+    cfg = DraftTrainConfig()
+    cfg.data.dataset_base_path, cfg.draft.load_model_base_from = "d", "b.safetensors"
+    cfg.validate()
+    cfg.draft.timestep_draft_list = [599.0, 700.0]
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        cfg.validate()
+    cfg.draft.timestep_draft_list = [599.0]
+    cfg.loss.alpha_l2, cfg.loss.train_video_pixel = 0.0, False
+    with pytest.raises(ValueError, match="no generator loss is on: set --alpha_l2 or the pixel"):
+        cfg.validate()

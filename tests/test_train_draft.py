@@ -91,14 +91,14 @@ def test_draft_condition_feeds_what_it_says(tiny_paths, data, tmp_path, kind, mo
 
     monkeypatch.setattr(td, "draft_step", spy)
     encoded = []
-    orig_encode = td.Session.encode
+    orig_encode = td.Inputs.encode
 
     def enc(self, batch, g):
         out = orig_encode(self, batch, g)
         encoded.append(out[2].detach().clone())
         return out
 
-    monkeypatch.setattr(td.Session, "encode", enc)
+    monkeypatch.setattr(td.Inputs, "encode", enc)
     run(draft_config(tiny_paths, data, tmp_path / kind, max_train_steps=1, draft_condition=kind))
     assert len(seen) == 3 and len(encoded) == 1
     for c in seen:
@@ -197,3 +197,25 @@ def test_two_processes_keep_identical_weights(tiny_paths, data, tmp_path):  # no
         assert got.keys() == ref.keys()
         for k in ref:
             assert torch.allclose(got[k], ref[k], atol=1e-6, rtol=0), (folder, k)
+
+
+def test_draft_schedule_steps_as_inference_does(base_and_draft):
+    """The trainer's (t, t_next) pairs are those of draft_steps: stepping draft_step over them
+    gives draft_steps' x0s and final latent exactly."""
+    from Wan_SR.sampling.speculative import base_step, draft_schedule, draft_step, draft_steps
+    from Wan_SR.sampling.timeline import FlowTimeline
+
+    assert draft_schedule([599.0, 499.0, 399.0]) == [(599.0, 499.0), (499.0, 399.0), (399.0, 0)]
+    assert draft_schedule([]) == []
+    base, draft = base_and_draft
+    tl, g = FlowTimeline(), torch.Generator().manual_seed(1)
+    z_l, ctx = torch.randn(1, 16, 3, 4, 6, generator=g), torch.randn(1, 8, 32, generator=g)
+    with torch.no_grad():
+        b = base_step(base, z_l, ctx, tl, record_blocks=draft.block_ids)
+        ref, z_ref = draft_steps(draft, b.z_next, z_l, ctx, b.features, tl, [599, 450, 300])
+        z, x0s = b.z_next, []
+        for t, t_next in draft_schedule([599, 450, 300]):
+            x0, z = draft_step(draft, z, z_l, ctx, b.features, tl, t, t_next)
+            x0s.append(x0)
+    assert len(x0s) == 3 and all(torch.equal(a, r) for a, r in zip(x0s, ref))
+    assert torch.equal(z, z_ref)

@@ -34,6 +34,19 @@ def _guided(fn, cfg_scale: float, context, negative_context):
     return v_neg + cfg_scale * (v_pos - v_neg), extra
 
 
+def guided(velocity, cfg_scale: float, context: torch.Tensor,
+           negative_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``velocity(context)`` with classifier-free guidance, ``v_neg + cfg_scale (v_pos - v_neg)``,
+    only when ``cfg_scale != 1`` and a negative context is given (the steps' own rule)."""
+    return _guided(lambda ctx: (velocity(ctx), None), cfg_scale, context, negative_context)[0]
+
+
+def draft_schedule(timesteps: Sequence[float]) -> list[tuple[float, float]]:
+    """``(t, t_next)`` of each draft step, as :func:`draft_steps` takes them: the last step moves
+    to t = 0."""
+    return list(zip(timesteps, [*timesteps[1:], 0]))
+
+
 def base_step(dit, z_l: torch.Tensor, context: torch.Tensor, timeline: FlowTimeline, *,
               t_base: float = 699, t_next: float = 599, record_blocks: Sequence[int] = (),
               cfg_scale: float = 1.0, negative_context: Optional[torch.Tensor] = None,

@@ -1,136 +1,61 @@
-"""The base trainer (``train_base.py``; docs/method.md §9, "Base training"), top to bottom:
+"""The base trainer (``train_base.py``; docs/method.md §9, "Base training").
 
-1. build: data (VideoDataset + degradation), prompt embeddings (from the cache), the frozen VAE,
-   the trainable base DiT, the regulariser pair, LPIPS and the discriminator when used;
-2. per step: encode HQ and LQ once; the base step at ``--timestep_base``; ``loss_l2``; the pixel
-   losses on a decoded latent crop; the regulariser; the adversarial terms after
-   ``--start_adv_step``; update the base (clipped); update the discriminator; update the
-   regulariser DiT with its flow-matching loss;
-3. log every step, save every ``--save_steps`` and at the end.
+:func:`train_base` builds the run (``build.py``: data, inputs; :func:`build_models`: the base
+DiT, the regulariser pair, the discriminator, LPIPS) and runs :func:`train_step` in the loop of
+``engine.py`` (resume, logging, saving). :func:`train_step` reads top to bottom: encode; the base
+step; the losses with their weights; update the base; the discriminator; the regulariser DiT.
 
-The generator losses are computed inside :class:`GeneratorLoss.forward`, the module accelerate
-prepares, so data-parallel gradients are averaged across processes. Every random draw of a step
-comes from a generator seeded by (seed, step, process), so a resumed run repeats exactly what an
-uninterrupted one does.
+Each trained network is prepared by accelerate inside a module whose forward is what the step
+differentiates (:class:`BaseStep`: the base step; :class:`RegulariserLoss`;
+:class:`~.discriminator.DiscriminatorLoss`), so data-parallel gradients are averaged across
+processes; the frozen models are passed to the loss functions explicitly. Every random draw of
+a step comes from a generator seeded by (seed, step, process), so a resumed run repeats exactly
+what an uninterrupted one does.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
 from Wan_SR.models.dit import dit_forward
 from Wan_SR.models.lora import export_base_state_dict
-from Wan_SR.models.wan import vae_decode
-from Wan_SR.sampling.speculative import base_step
+from Wan_SR.sampling.speculative import BaseStepOutput, base_step
 from Wan_SR.sampling.timeline import FlowTimeline
-from . import losses
-from .discriminator import (DiscriminatorLoss, LatentDiscriminator, feature_matching_loss,
-                            generator_adv_loss)
-from .engine import Session, adamw, warmup_scheduler
+from . import checkpoints, losses
+from .build import Inputs, Parts, build_lpips, build_parts
+from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_terms
+from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
-from .models import build_base, build_regulariser, trainable_parameters
-from .options import DataOptions, LossOptions, ModelOptions, OptimOptions, OutputOptions
+from .models import build_base, build_regulariser
+from .options import BaseLossOptions, BaseTrainConfig
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class BaseTrainConfig:
-    data: DataOptions = field(default_factory=DataOptions)
-    model: ModelOptions = field(default_factory=ModelOptions)
-    loss: LossOptions = field(default_factory=LossOptions)
-    optim: OptimOptions = field(default_factory=OptimOptions)
-    out: OutputOptions = field(default_factory=OutputOptions)
 
+class BaseStep(torch.nn.Module):
+    """The base DiT as accelerate prepares it: its forward is the base step at
+    ``--timestep_base`` (:func:`Wan_SR.sampling.speculative.base_step`). Its output, a
+    dataclass, passes accelerate's float32 conversion unchanged: the losses see ``x0`` in the
+    dtype the step computes it in."""
 
-
-@dataclass
-class StepDraws:
-    """Every random choice of one step (drawn by :func:`draw_step`, passed to the losses)."""
-    crop: Optional[tuple] = None            # (top, left, h, w) latent crop of the pixel losses
-    reg_t: Optional[float] = None           # regulariser timestep (as the DiT sees it)
-    reg_noise: Optional[torch.Tensor] = None
-    diff_t: Optional[float] = None          # flow-matching timestep of the regulariser update
-    diff_noise: Optional[torch.Tensor] = None
-
-
-def draw_step(gen: torch.Generator, latent_shape, timeline: FlowTimeline, dtype,
-              opts: LossOptions, pixel: bool, reg: bool) -> StepDraws:
-    d = StepDraws()
-    if pixel:
-        d.crop = losses.crop_box(tuple(latent_shape[-2:]), opts.pixel_crop, gen)
-    if reg:
-        d.reg_t = losses.draw_reg_timestep(timeline, gen, dtype)
-        d.reg_noise = torch.randn(latent_shape, generator=gen)
-        d.diff_t = float(timeline.timesteps[int(torch.randint(0, timeline.num_steps, (1,),
-                                                                generator=gen))].to(dtype))
-        d.diff_noise = torch.randn(latent_shape, generator=gen)
-    return d
-
-
-class GeneratorLoss(torch.nn.Module):
-    """The base model's losses (a module so accelerate's data parallelism averages its
-    gradients). Only the base DiT is a registered submodule: the frozen models are held as plain
-    attributes (not broadcast, not wrapped)."""
-
-    def __init__(self, base, vae, timeline: FlowTimeline, opts: LossOptions, dit_fix=None,
-                 dit_update=None, lpips=None, discriminator=None, checkpointing: bool = True):
+    def __init__(self, base, timeline: FlowTimeline, t_base: float, checkpointing: bool = True):
         super().__init__()
-        self.base = base
-        object.__setattr__(self, "frozen", dict(vae=vae, dit_fix=dit_fix, dit_update=dit_update,
-                                                lpips=lpips, discriminator=discriminator))
-        self.timeline, self.opts, self.checkpointing = timeline, opts, checkpointing
+        self.base = base  # the training state's keys are base.*
+        self.timeline, self.t_base, self.checkpointing = timeline, t_base, checkpointing
 
-    def forward(self, z_l, z_h, hq, context, negative_context, draws: StepDraws,
-                adversarial: bool = False) -> dict:
-        o, fz = self.opts, self.frozen
-        out = {"original_difference": torch.mean((z_l.float() - z_h.float()) ** 2).detach()}
-        b = base_step(self.base, z_l, context, self.timeline, t_base=o.timestep_base,
-                      t_next=o.timestep_base, gradient_checkpointing=self.checkpointing)
-        x0 = b.x0
-        out["x0"] = x0
-        out["loss_l2"] = losses.latent_l2(x0, z_h)
-        if draws.crop is not None:
-            out.update(losses.pixel_losses(lambda z: _decode_native(fz["vae"], z), x0, hq,
-                                           draws.crop, fz["lpips"]))
-        multi_frame = x0.shape[2] > 1
-        if draws.reg_t is not None and multi_frame:
-            out["loss_reg"] = self._regulariser(x0, context, negative_context, draws)
-        disc = fz["discriminator"]
-        if adversarial and multi_frame and disc is not None:
-            disc.requires_grad_(False)  # gradients reach x0_base only
-            try:
-                fake_s, fake_f = disc(x0, return_features=True)
-                if o.alpha_adv > 0:
-                    out["loss_adv"] = generator_adv_loss(fake_s.float())
-                if o.alpha_perc > 0:
-                    with torch.no_grad():
-                        _, real_f = disc(z_h, return_features=True)
-                    out["loss_perc"] = feature_matching_loss(fake_f.float(), real_f.float())
-            finally:
-                disc.requires_grad_(True)
-        return out
-
-    def _regulariser(self, x0, context, negative_context, d: StepDraws) -> torch.Tensor:
-        o, tl = self.opts, self.timeline
-        fix, upd = self.frozen["dit_fix"], self.frozen["dit_update"]
-        t = tl.timestep(d.reg_t, dtype=x0.dtype, device=x0.device)
-        s = tl.sigma(t)
-        with torch.no_grad():
-            x_t = losses.add_noise(x0.detach(), d.reg_noise.to(x0.device, x0.dtype), s)
-            x0_u = x_t - s * dit_forward(upd, x_t, t, context)[0]
-            v_f = dit_forward(fix, x_t, t, context)[0]
-            if o.cfg_scale != 1.0:
-                v_n = dit_forward(fix, x_t, t, negative_context)[0]
-                v_f = v_n + o.cfg_scale * (v_f - v_n)
-            x0_f = x_t - s * v_f
-        return losses.regulariser_loss(x0, x0_f, x0_u)
+    def forward(self, z_l: torch.Tensor, context: torch.Tensor) -> BaseStepOutput:
+        return base_step(self.base, z_l, context, self.timeline, t_base=self.t_base,
+                         t_next=self.t_base, gradient_checkpointing=self.checkpointing)
 
 
 class RegulariserLoss(torch.nn.Module):
-    """Flow-matching loss of ``dit_update`` on the (detached) base prediction."""
+    """``dit_update`` as accelerate prepares it: its forward is its flow-matching loss on the
+    (detached) base prediction."""
 
     def __init__(self, dit_update, timeline: FlowTimeline, checkpointing: bool = True):
         super().__init__()
@@ -151,126 +76,169 @@ class RegulariserLoss(torch.nn.Module):
         return losses.flow_matching_loss(v, n, x0, float(self.weights[i]))
 
 
-def _decode_native(vae, z: torch.Tensor) -> torch.Tensor:
-    """The frozen VAE's decode in its own dtype, outside autocast: under bf16 autocast its
-    normalisations would run (and keep their activations for the backward) in float32."""
-    with torch.autocast(z.device.type, enabled=False):
-        return vae_decode(vae, z)
+@dataclass
+class BaseModels:
+    """What a base step trains and uses: the trained networks (the regulariser DiT and the
+    discriminator only when their losses are on) and the frozen models."""
+    base: Trained                     # module: BaseStep
+    reg: Optional[Trained]            # module: RegulariserLoss, net: dit_update
+    disc: Optional[Trained]           # module: DiscriminatorLoss, net: LatentDiscriminator
+    timeline: FlowTimeline
+    vae: torch.nn.Module
+    lpips: Optional[torch.nn.Module]  # with the pixel LPIPS loss
+    dit_fix: Optional[torch.nn.Module]   # the regulariser's frozen DiT
+    negative: Optional[torch.Tensor]  # text context of its guidance's negative prompt
 
 
-def weighted_total(out: dict, o: LossOptions, adversarial: bool) -> torch.Tensor:
-    """``alpha_l2 loss_l2 + alpha_pixel_l2 ... + alpha_reg loss_reg (+ adversarial terms)``."""
-    terms = [("loss_l2", o.alpha_l2), ("loss_pixel_l2", o.alpha_pixel_l2),
-             ("loss_pixel_lpips", o.alpha_pixel_lpips), ("loss_reg", o.alpha_reg)]
-    if adversarial:
-        terms += [("loss_adv", o.alpha_adv), ("loss_perc", o.alpha_perc)]
-    total = None
-    for k, a in terms:
-        if a > 0 and k in out:
-            total = out[k] * a if total is None else total + out[k] * a
-    return total
+def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
+    """The base DiT (LoRA, widened patch embedding, head), the regulariser pair and the
+    discriminator when their losses are on, LPIPS; each trained network prepared with its
+    optimiser (base, regulariser, discriminator: the order of the saved state)."""
+    m, o, opt = cfg.model, cfg.loss, cfg.optim
+    dev, tl, ck = p.acc.device, FlowTimeline(), opt.gradient_checkpointing
+    dit = build_base(p.files.dit, m.lora_rank, m.lora_targets(), p.dtype, dev, m.num_heads,
+                     m.load_model_base_from)
+    fix = upd = None
+    if o.alpha_reg > 0:
+        fix, upd = build_regulariser(p.files.dit, m.lora_rank, m.lora_targets(), p.dtype, dev,
+                                     m.num_heads, m.load_model_reg_from)
+    disc = LatentDiscriminator().to(dev) if o.discriminator() else None
+    negative = p.inputs.contexts.get([o.negative_prompt]) \
+        if upd is not None and o.cfg_scale != 1 else None
+    lpips = build_lpips(o, dev)
+    lr, warmup = opt.learning_rate, opt.lr_warmup_steps
+    base = prepare_trained(p.acc, BaseStep(dit, tl, o.timestep_base, ck), dit, lr, warmup)
+    reg = None if upd is None else \
+        prepare_trained(p.acc, RegulariserLoss(upd, tl, ck), upd, lr, warmup)
+    disc = None if disc is None else \
+        prepare_trained(p.acc, DiscriminatorLoss(disc), disc, opt.learning_rate_disc, None)
+    return BaseModels(base, reg, disc, tl, p.inputs.vae, lpips, fix, negative)
+
+
+@dataclass
+class StepDraws:
+    """Every random choice of one step's losses (drawn by :func:`draw_step`)."""
+    crop: Optional[tuple] = None            # (top, left, h, w) latent crop of the pixel losses
+    reg_t: Optional[float] = None           # regulariser timestep (as the DiT sees it)
+    reg_noise: Optional[torch.Tensor] = None
+    diff_t: Optional[float] = None          # flow-matching timestep of the regulariser update
+    diff_noise: Optional[torch.Tensor] = None
+
+
+def draw_step(gen: torch.Generator, latent_shape, timeline: FlowTimeline, dtype,
+              crop: Optional[int], reg: bool) -> StepDraws:
+    """The crop (side ``crop``, None: no pixel losses) and, with ``reg``, the regulariser's
+    timesteps and noises, in this order from ``gen``."""
+    d = StepDraws()
+    if crop is not None:
+        d.crop = losses.crop_box(tuple(latent_shape[-2:]), crop, gen)
+    if reg:
+        d.reg_t = losses.draw_reg_timestep(timeline, gen, dtype)
+        d.reg_noise = torch.randn(latent_shape, generator=gen)
+        d.diff_t = float(timeline.timesteps[int(torch.randint(0, timeline.num_steps, (1,),
+                                                                generator=gen))].to(dtype))
+        d.diff_noise = torch.randn(latent_shape, generator=gen)
+    return d
+
+
+@dataclass
+class Sample:
+    """One micro-batch after the base update: what the discriminator and the regulariser DiT
+    learn from (``x0`` detached, in float32), and its logs."""
+    x0: torch.Tensor
+    z_h: torch.Tensor
+    context: torch.Tensor
+    draws: StepDraws
+    multi_frame: bool  # more than one latent frame: the discriminator and the regulariser need it
+    logs: dict
+
+
+def train_step(m: BaseModels, inputs: Inputs, u: Updates, o: BaseLossOptions, step: int,
+               batches: list, gens: list, inject_nan_at: tuple = ()) -> list[dict]:
+    """One update of the base, then of the discriminator and of the regulariser DiT, from the
+    step's micro-batches (one sample each, their gradients summed). Returns their logs."""
+    adversarial = m.disc is not None and step > o.start_adv_step
+    samples = []
+    for batch, g in zip(batches, gens):
+        # 1. encode HQ and LQ once; draw the losses' crop, timesteps and noises from g
+        hq, z_h, z_l, context = inputs.encode(batch, g)
+        d = draw_step(g, z_l.shape, m.timeline, z_l.dtype, o.pixel_crop if o.pixel() else None,
+                      m.reg is not None)
+        multi_frame = z_l.shape[2] > 1
+        with u.micro_batch(m.base.module):
+            with u.autocast():
+                # 2. the base step (the data-parallel module)
+                x0 = m.base.module(z_l, context).x0
+                # 3. the losses, each with its weight (all logged; weight 0: not trained)
+                terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, z_h))]
+                if d.crop is not None:
+                    terms += losses.pixel_terms(m.vae, m.lpips, x0, hq, d.crop,
+                                                o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                if d.reg_t is not None and multi_frame:
+                    terms.append(("loss_reg", o.alpha_reg, losses.regulariser(
+                        m.dit_fix, m.reg.net, x0, context, m.negative, d.reg_t, d.reg_noise,
+                        m.timeline, o.cfg_scale)))
+                if adversarial and multi_frame:
+                    terms += adversarial_terms(m.disc.net, x0, z_h, o.alpha_adv, o.alpha_perc)
+            loss = losses.weighted_sum(terms)
+            if step in inject_nan_at:  # tests of the NaN guard
+                loss = loss * float("nan")
+            u.backward(loss, m.base, step, "base")
+        logs = {"original_difference": float(losses.latent_l2(z_l, z_h)),
+                **{name: float(v.detach().float()) for name, _, v in terms},
+                "loss": float(loss.detach().float())}
+        samples.append(Sample(x0.detach().float(), z_h, context, d, multi_frame, logs))
+    # 4. update the base (clipped; skipped on every process when a loss was NaN/Inf)
+    u.apply(m.base, step, "base")
+    # 5. and 6. learn from clips of more than one latent frame: when any process has one, every
+    # process takes part (a zero loss for the others), so the gradient exchanges stay in step
+    if u.any_process(any(s.multi_frame for s in samples)):
+        if m.disc is not None:  # 5. the discriminator: hinge loss of z_H against x0
+            update_each(u, m.disc, samples, step, "discriminator", "loss_discriminator",
+                        lambda s: m.disc.module(s.z_h, s.x0, active=s.multi_frame))
+        if m.reg is not None:  # 6. the regulariser DiT: flow matching on x0
+            update_each(u, m.reg, samples, step, "regulariser", "loss_diff",
+                        lambda s: m.reg.module(s.x0, s.context, s.draws.diff_t,
+                                               s.draws.diff_noise, active=s.multi_frame))
+    return [s.logs for s in samples]
+
+
+def update_each(u: Updates, model: Trained, samples: list, step: int, what: str, key: str,
+                loss_of: Callable) -> None:
+    """One update of ``model`` from ``loss_of(sample)`` of every sample (its prepared module's
+    loss), logged as ``key`` for the samples of more than one latent frame."""
+    for s in samples:
+        with u.micro_batch(model.module):
+            with u.autocast():
+                loss = loss_of(s)
+            u.backward(loss, model, step, what)
+        if s.multi_frame:
+            s.logs[key] = float(loss.detach())
+    u.apply(model, step, what)
+
+
+def save(m: BaseModels, cfg: BaseTrainConfig, step: int) -> None:
+    """``latest_base``, ``latest_reg`` and ``latest_discriminator`` (those trained)."""
+    parts = {"base": export_base_state_dict(m.base.net)}
+    if m.reg is not None:
+        parts["reg"] = export_base_state_dict(m.reg.net)
+    if m.disc is not None:
+        parts["discriminator"] = {k: v.detach().cpu() for k, v in m.disc.net.state_dict().items()}
+    out = cfg.out
+    paths = checkpoints.save_weights(Path(out.output_path), step, out.save_latest, parts,
+                                     {"lora_rank": cfg.model.lora_rank, "trainer": "train_base"})
+    log.info("step %d: saved %s", step, ", ".join(p.name for p in paths))
 
 
 def train_base(cfg: BaseTrainConfig, inject_nan_at: tuple = ()) -> dict:
     """Run the base training; returns a summary (steps, skipped updates, last losses).
     ``inject_nan_at``: steps whose loss is replaced by NaN (tests of the NaN guard)."""
-    m, o, opt = cfg.model, cfg.loss, cfg.optim
-    s = Session(cfg, "train_base", extra_prompts=[o.negative_prompt])
-    acc, dev, dtype, timeline = s.acc, s.dev, s.dtype, s.timeline
-
-    # ---------------------------------------------------------------- models
-    targets = [t.strip() for t in m.lora_target_modules.split(",") if t.strip()]
-    base = build_base(s.files.dit, m.lora_rank, targets, dtype, dev, m.num_heads,
-                      m.load_model_base_from)
-    dit_fix = dit_update = None
-    if o.alpha_reg > 0:
-        dit_fix, dit_update = build_regulariser(s.files.dit, m.lora_rank, targets, dtype, dev,
-                                                m.num_heads, m.load_model_reg_from)
-    disc = LatentDiscriminator().to(dev) if (o.alpha_adv > 0 or o.alpha_perc > 0) else None
-    negative = s.contexts.get([o.negative_prompt]) if o.alpha_reg > 0 and o.cfg_scale != 1 \
-        else None
-    pixel = s.pixel(o)
-
-    # ---------------------------------------------------------------- optimisation
-    gen = GeneratorLoss(base, s.vae, timeline, o, dit_fix, dit_update, s.lpips(o), None,
-                        opt.gradient_checkpointing)
-    opt_base = adamw(trainable_parameters(base), opt.learning_rate)
-    sched_base = warmup_scheduler(opt_base, opt.lr_warmup_steps)
-    gen, opt_base, s.loader = acc.prepare(gen, opt_base, s.loader)
-    acc.register_for_checkpointing(sched_base)
-    reg_mod = opt_reg = sched_reg = None
-    if dit_update is not None:
-        reg_mod = RegulariserLoss(dit_update, timeline, opt.gradient_checkpointing)
-        opt_reg = adamw(trainable_parameters(dit_update), opt.learning_rate)
-        sched_reg = warmup_scheduler(opt_reg, opt.lr_warmup_steps)
-        reg_mod, opt_reg = acc.prepare(reg_mod, opt_reg)
-        acc.register_for_checkpointing(sched_reg)
-    disc_mod = opt_disc = None
-    if disc is not None:
-        disc_mod = DiscriminatorLoss(disc)
-        opt_disc = torch.optim.AdamW(disc.parameters(), lr=opt.learning_rate_disc)
-        disc_mod, opt_disc = acc.prepare(disc_mod, opt_disc)
-        acc.unwrap_model(gen).frozen["discriminator"] = acc.unwrap_model(disc_mod).disc
-    base_params = trainable_parameters(base)
-    total = s.start()
-
-    # ---------------------------------------------------------------- one step
-    def step_fn(step: int, batches: list, gens: list) -> list:
-        """One update of each model from the step's micro-batches (gradients summed)."""
-        adversarial = disc is not None and step > o.start_adv_step
-        done = []
-        for batch, g in zip(batches, gens):  # 1. the base
-            hq, z_h, z_l, context = s.encode(batch, g)
-            draws = draw_step(g, z_l.shape, timeline, z_l.dtype, o, pixel,
-                              dit_update is not None)
-            with s.micro_batch(gen):
-                with acc.autocast():
-                    res = gen(z_l, z_h, hq, context, negative, draws, adversarial)
-                loss = weighted_total(res, o, adversarial)
-                if step in inject_nan_at:
-                    loss = loss * float("nan")
-                s.backward(loss, base_params, step, "base")
-            x0 = res.pop("x0").detach()
-            logs = {k: float(v.detach().float()) for k, v in res.items()}
-            logs["loss"] = float(loss.detach().float())
-            done.append((x0, z_h, context, draws, logs))
-        s.apply(base_params, opt_base, sched_base, step, "base")
-        # 2. the discriminator and 3. the regulariser DiT learn from clips of more than one
-        # latent frame; when any process has one, every process takes part (zero loss for the
-        # others), so the processes' gradient exchanges stay in step
-        multi = [x0.shape[2] > 1 for x0, *_ in done]
-        later = s.any_process(any(multi))
-        if disc_mod is not None and later:
-            params = list(acc.unwrap_model(disc_mod).parameters())
-            for (x0, z_h, _, _, logs), ok in zip(done, multi):
-                with s.micro_batch(disc_mod):
-                    with acc.autocast():
-                        loss_d = disc_mod(z_h, x0, active=ok)
-                    s.backward(loss_d, params, step, "discriminator")
-                if ok:
-                    logs["loss_discriminator"] = float(loss_d.detach())
-            s.apply(params, opt_disc, None, step, "discriminator")
-        if reg_mod is not None and later:
-            params = trainable_parameters(dit_update)
-            for (x0, _, context, draws, logs), ok in zip(done, multi):
-                with s.micro_batch(reg_mod):
-                    with acc.autocast():
-                        loss_diff = reg_mod(x0, context, draws.diff_t, draws.diff_noise, ok)
-                    s.backward(loss_diff, params, step, "regulariser")
-                if ok:
-                    logs["loss_diff"] = float(loss_diff.detach())
-            s.apply(params, opt_reg, sched_reg, step, "regulariser")
-        return [logs for *_, logs in done]
-
-    def save_fn(step: int) -> None:
-        parts = {"base": export_base_state_dict(acc.unwrap_model(gen).base)}
-        if reg_mod is not None:
-            parts["reg"] = export_base_state_dict(acc.unwrap_model(reg_mod).dit_update)
-        if disc_mod is not None:
-            parts["discriminator"] = {k: v.detach().cpu() for k, v in
-                                      acc.unwrap_model(disc_mod).disc.state_dict().items()}
-        s.save_weights(step, parts, {"lora_rank": m.lora_rank, "trainer": "train_base"})
-
-    result = s.loop(total, step_fn, save_fn)
-    s.dump_rank_weights(export_base_state_dict(acc.unwrap_model(gen).base))
+    p = build_parts(cfg)
+    m = build_models(p, cfg)
+    loop = Loop(p.acc, cfg, "train_base", p.data)
+    total = loop.start()
+    step = partial(train_step, m, p.inputs, loop.updates, cfg.loss, inject_nan_at=inject_nan_at)
+    result = loop.run(total, step, partial(save, m, cfg))
+    p.inputs.log_summary()
+    dump_rank_weights(p.acc, export_base_state_dict(m.base.net))
     return result

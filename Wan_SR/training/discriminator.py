@@ -155,6 +155,28 @@ def discriminator_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tenso
     return (F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()) / 2
 
 
+def adversarial_terms(disc: LatentDiscriminator, x0: torch.Tensor, z_h: torch.Tensor,
+                      alpha_adv: float, alpha_perc: float) -> list:
+    """The base's adversarial terms with a weight above 0, as ``(name, weight, value)``:
+    ``loss_adv`` (:func:`generator_adv_loss` of ``D(x0)``) and ``loss_perc``
+    (:func:`feature_matching_loss` against the features of ``z_H``). ``disc`` is frozen while
+    they are computed: gradients reach ``x0`` only."""
+    disc.requires_grad_(False)
+    try:
+        fake_scores, fake_feat = disc(x0, return_features=True)
+        terms = []
+        if alpha_adv > 0:
+            terms.append(("loss_adv", alpha_adv, generator_adv_loss(fake_scores.float())))
+        if alpha_perc > 0:
+            with torch.no_grad():
+                _, real_feat = disc(z_h, return_features=True)
+            terms.append(("loss_perc", alpha_perc,
+                          feature_matching_loss(fake_feat.float(), real_feat.float())))
+        return terms
+    finally:
+        disc.requires_grad_(True)
+
+
 class DiscriminatorLoss(nn.Module):
     """The discriminator's update as a module (the one accelerate prepares, so data-parallel
     gradients are averaged): the hinge loss of real ``z_H`` against the (detached) base

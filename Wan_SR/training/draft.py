@@ -1,49 +1,37 @@
-"""The draft trainer (``train_draft.py``; docs/method.md §9, "Draft training"), top to bottom:
+"""The draft trainer (``train_draft.py``; docs/method.md §9, "Draft training").
 
-1. build (shared with the base trainer: :class:`Wan_SR.training.engine.Session`): data, prompt
-   embeddings, the frozen VAE; the frozen base (the Wan DiT with ``--load_model_base_from``
-   merged); the draft built from it (blocks chosen by ``--k_select``, fc layers passing the base
-   feature through), the whole draft trainable in fp32;
-2. per step (``--gradient_accumulation_steps`` samples per process): encode HQ and LQ once; the
-   frozen base step under ``no_grad`` (the features of the kept blocks and ``z_next``); then for
-   each draft timestep a draft step of every sample from its current z, ``alpha_l2 * mse(x0_k,
-   z_H)`` + the pixel losses (a fresh crop per step), one optimiser step per draft timestep (the
-   samples' gradients summed), and each z advanced with the stop-gradient Euler step;
-3. log every batch, save ``latest_draft.safetensors`` (with k_select, block ids and the
-   condition in its metadata) every ``--save_steps`` and at the end.
+:func:`train_draft` builds the run (``build.py``: data, inputs; :func:`build_models`: the frozen
+base with ``--load_model_base_from`` merged, the draft built from it: blocks chosen by
+``--k_select``, fc layers passing the base feature through, the whole draft trainable in fp32)
+and runs :func:`train_step` in the loop of ``engine.py``. Per step: encode HQ and LQ once; the
+frozen base step (the features of the kept blocks and the draft's start z); then for each draft
+timestep (:func:`Wan_SR.sampling.speculative.draft_schedule`) a draft step of every sample from
+its current z, ``alpha_l2 * mse(x0_k, z_H)`` + the pixel losses (a fresh crop per step), one
+optimiser step per draft timestep (the samples' gradients summed), and each z advanced with the
+stop-gradient Euler step. ``latest_draft.safetensors`` records k_select, the block ids and the
+condition in its metadata.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 import torch
 
 from Wan_SR.models.draft import build_draft, load_draft, save_draft
 from Wan_SR.models.lora import load_base_checkpoint
 from Wan_SR.models.wan import load_dit
-from Wan_SR.sampling.speculative import base_step, draft_step
+from Wan_SR.sampling.speculative import base_step, draft_schedule, draft_step
 from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints, losses
-from .base import _decode_native
-from .engine import Session, adamw, warmup_scheduler
-from .models import trainable_parameters, upcast_trainable
-from .options import (DataOptions, DraftOptions, LossOptions, ModelOptions, OptimOptions,
-                      OutputOptions)
+from .build import Inputs, Parts, build_lpips, build_parts
+from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
+from .models import upcast_trainable
+from .options import DraftOptions, DraftTrainConfig, LossOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DraftTrainConfig:
-    data: DataOptions = field(default_factory=DataOptions)
-    model: ModelOptions = field(default_factory=ModelOptions)
-    loss: LossOptions = field(default_factory=lambda: LossOptions(alpha_reg=0.0))
-    optim: OptimOptions = field(default_factory=OptimOptions)
-    out: OutputOptions = field(default_factory=lambda: OutputOptions(
-        output_path="./experiments/train_draft"))
-    draft: DraftOptions = field(default_factory=DraftOptions)
-
 
 
 def condition(z_l: torch.Tensor, kind: str) -> torch.Tensor:
@@ -51,110 +39,126 @@ def condition(z_l: torch.Tensor, kind: str) -> torch.Tensor:
     return torch.zeros_like(z_l) if kind == "zeros" else z_l
 
 
-class DraftLoss(torch.nn.Module):
-    """One draft step and its losses (the prepared, data-parallel module)."""
+class DraftStep(torch.nn.Module):
+    """The draft as accelerate prepares it: its forward is one draft step
+    (:func:`Wan_SR.sampling.speculative.draft_step`), ``(x0, z_next)``."""
 
-    def __init__(self, draft, vae, timeline: FlowTimeline, opts: LossOptions, lpips=None,
-                 checkpointing: bool = True):
+    def __init__(self, draft, timeline: FlowTimeline, checkpointing: bool = True):
         super().__init__()
-        self.draft = draft
-        object.__setattr__(self, "frozen", dict(vae=vae, lpips=lpips))
-        self.timeline, self.opts, self.checkpointing = timeline, opts, checkpointing
+        self.draft, self.timeline, self.checkpointing = draft, timeline, checkpointing
 
-    def forward(self, z, cond, context, features, t: float, t_next: float, z_h, hq, crop):
-        x0, z_new = draft_step(self.draft, z, cond, context, features, self.timeline, t, t_next,
-                               gradient_checkpointing=self.checkpointing)
-        out = {"original_difference": torch.mean((z.float() - z_h.float()) ** 2).detach(),
-               "loss_l2": losses.latent_l2(x0, z_h)}
-        if crop is not None:
-            out.update(losses.pixel_losses(lambda q: _decode_native(self.frozen["vae"], q), x0,
-                                           hq, crop, self.frozen["lpips"]))
-        return out, z_new.detach()
+    def forward(self, z, cond, context, features, t: float, t_next: float):
+        return draft_step(self.draft, z, cond, context, features, self.timeline, t, t_next,
+                          gradient_checkpointing=self.checkpointing)
 
 
-def weighted(out: dict, o: LossOptions) -> torch.Tensor:
-    total = out["loss_l2"] * o.alpha_l2
-    for k, a in (("loss_pixel_l2", o.alpha_pixel_l2), ("loss_pixel_lpips", o.alpha_pixel_lpips)):
-        if a > 0 and k in out:
-            total = total + out[k] * a
-    return total
+@dataclass
+class DraftModels:
+    """What a draft step trains and uses."""
+    draft: Trained                    # module: DraftStep
+    base: torch.nn.Module             # frozen, the trained base merged
+    timeline: FlowTimeline
+    vae: torch.nn.Module
+    lpips: object                     # with the pixel LPIPS loss, else None
 
 
-def build_models(s: Session, cfg: DraftTrainConfig):
-    """``(base, draft)``: the frozen base with the trained base merged, and the draft (built from
-    it, or warm-started from ``--load_model_draft_from``), trainable in fp32."""
-    m, dr = cfg.model, cfg.draft
-    base = load_dit(s.files.dit, dtype=s.dtype, device=s.dev, num_heads=m.num_heads)
+def build_models(p: Parts, cfg: DraftTrainConfig) -> DraftModels:
+    """The frozen base with the trained base merged, and the draft (built from it, or
+    warm-started from ``--load_model_draft_from``), trainable in fp32, prepared with its
+    optimiser."""
+    m, dr, opt = cfg.model, cfg.draft, cfg.optim
+    base = load_dit(p.files.dit, dtype=p.dtype, device=p.acc.device, num_heads=m.num_heads)
     load_base_checkpoint(base, dr.load_model_base_from)
-    base = base.to(s.dev, s.dtype).requires_grad_(False).eval()
+    base = base.to(p.acc.device, p.dtype).requires_grad_(False).eval()
     if dr.load_model_draft_from:
         draft = load_draft(dr.load_model_draft_from, dr.k_select, len(base.blocks),
-                           num_heads=base.config["num_heads"], dtype=s.dtype, device=s.dev)
+                           num_heads=base.config["num_heads"], dtype=p.dtype,
+                           device=p.acc.device)
     else:
         draft = build_draft(base, dr.k_select)
-    draft = draft.to(s.dev).train().requires_grad_(True)
+    draft = draft.to(p.acc.device).train().requires_grad_(True)
     upcast_trainable(draft)
     log.info("draft: %d of %d blocks %s (k_select %g), condition %s", len(draft.block_ids),
              len(base.blocks), draft.block_ids, dr.k_select, dr.draft_condition)
-    return base, draft
+    tl, lpips = FlowTimeline(), build_lpips(cfg.loss, p.acc.device)
+    module = DraftStep(draft, tl, opt.gradient_checkpointing)
+    trained = prepare_trained(p.acc, module, draft, opt.learning_rate, opt.lr_warmup_steps)
+    return DraftModels(trained, base, tl, p.inputs.vae, lpips)
+
+
+@dataclass
+class Rollout:
+    """One micro-batch's draft roll-out: its inputs, its current z, its logs."""
+    hq: torch.Tensor
+    z_h: torch.Tensor
+    g: torch.Generator
+    context: torch.Tensor
+    cond: torch.Tensor
+    features: list
+    z: torch.Tensor
+    logs: dict = field(default_factory=dict)
+    loss: float = 0.0
+
+
+def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: DraftOptions,
+               step: int, batches: list, gens: list, inject_nan_at: tuple = ()) -> list[dict]:
+    """One update per draft timestep from the step's micro-batches (gradients summed)."""
+    rolls = []
+    for batch, g in zip(batches, gens):
+        # 1. encode; the frozen base step: the draft's start z, the features of its blocks
+        hq, z_h, z_l, context = inputs.encode(batch, g)
+        with torch.no_grad():
+            b = base_step(m.base, z_l, context, m.timeline, t_base=o.timestep_base,
+                          t_next=dr.timestep_draft_list[0], record_blocks=m.draft.net.block_ids)
+        rolls.append(Rollout(hq, z_h, g, context, condition(z_l, dr.draft_condition),
+                             b.features, b.z_next))
+    for k, (t, t_next) in enumerate(draft_schedule(dr.timestep_draft_list), 1):
+        for r in rolls:
+            crop = losses.crop_box(tuple(r.z.shape[-2:]), o.pixel_crop, r.g) if o.pixel() \
+                else None
+            with u.micro_batch(m.draft.module):
+                with u.autocast():
+                    # 2. draft step k from the current z (the data-parallel module); accelerate
+                    # hands float32 back under mixed precision: x0 in the dtype of z again
+                    x0, z_next = m.draft.module(r.z, r.cond, r.context, r.features, t, t_next)
+                    x0 = x0.to(r.z.dtype)
+                    # 3. the losses, each with its weight
+                    terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, r.z_h))]
+                    if crop is not None:
+                        terms += losses.pixel_terms(m.vae, m.lpips, x0, r.hq, crop,
+                                                    o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                loss = losses.weighted_sum(terms)
+                if step in inject_nan_at:  # tests of the NaN guard
+                    loss = loss * float("nan")
+                u.backward(loss, m.draft, step, f"draft step {k}")
+            r.logs[f"original_difference_draft_{k}"] = float(losses.latent_l2(r.z, r.z_h))
+            r.logs.update({f"{name}_draft_{k}": float(v.detach().float()) for name, _, v in terms})
+            r.loss += float(loss.detach())
+            r.z = z_next.detach()  # 4. the stop-gradient Euler step (float32 under mixed precision)
+        u.apply(m.draft, step, f"draft step {k}")  # 5. one update per draft timestep
+    return [dict(r.logs, loss=r.loss / len(dr.timestep_draft_list)) for r in rolls]
+
+
+def save(m: DraftModels, cfg: DraftTrainConfig, dtype, step: int) -> None:
+    """``latest_draft.safetensors`` in the frozen weights' precision (bf16 under mixed
+    precision), with the training condition in its metadata."""
+    path = checkpoints.weights_name(Path(cfg.out.output_path), "draft", step,
+                                    cfg.out.save_latest)
+    save_draft(m.draft.net, path, dtype=dtype,
+               extra_metadata={"draft_condition": cfg.draft.draft_condition,
+                               "trainer": "train_draft", "step": step})
+    log.info("step %d: saved %s", step, path.name)
 
 
 def train_draft(cfg: DraftTrainConfig, inject_nan_at: tuple = ()) -> dict:
     """Run the draft training; returns a summary (steps, skipped updates, last losses)."""
-    o, opt, dr = cfg.loss, cfg.optim, cfg.draft
-    s = Session(cfg, "train_draft")
-    acc, timeline = s.acc, s.timeline
-    base, draft = build_models(s, cfg)
-    tlist = [float(t) for t in dr.timestep_draft_list]
-    pixel = s.pixel(o)
-
-    module = DraftLoss(draft, s.vae, timeline, o, s.lpips(o), opt.gradient_checkpointing)
-    optimizer = adamw(trainable_parameters(draft), opt.learning_rate)
-    scheduler = warmup_scheduler(optimizer, opt.lr_warmup_steps)
-    module, optimizer, s.loader = acc.prepare(module, optimizer, s.loader)
-    acc.register_for_checkpointing(scheduler)
-    params = trainable_parameters(draft)
-    total = s.start()
-
-    def step_fn(step: int, batches: list, gens: list) -> list:
-        """One update per draft timestep from the step's micro-batches (gradients summed)."""
-        rolls = []
-        for batch, g in zip(batches, gens):  # the frozen base step of every micro-batch
-            hq, z_h, z_l, context = s.encode(batch, g)
-            with torch.no_grad():
-                b = base_step(base, z_l, context, timeline, t_base=o.timestep_base,
-                              t_next=tlist[0], record_blocks=draft.block_ids)
-            rolls.append(dict(hq=hq, z_h=z_h, hw=tuple(z_l.shape[-2:]), g=g, context=context,
-                              cond=condition(z_l, dr.draft_condition), features=b.features,
-                              z=b.z_next, logs={}, loss=0.0))
-        for k, t in enumerate(tlist):  # each micro-batch's draft roll-out, one update per step
-            t_next = tlist[k + 1] if k + 1 < len(tlist) else 0.0
-            for r in rolls:
-                crop = losses.crop_box(r["hw"], o.pixel_crop, r["g"]) if pixel else None
-                with s.micro_batch(module):
-                    with acc.autocast():
-                        res, z_new = module(r["z"], r["cond"], r["context"], r["features"], t,
-                                            t_next, r["z_h"], r["hq"], crop)
-                    loss = weighted(res, o)
-                    if step in inject_nan_at:
-                        loss = loss * float("nan")
-                    s.backward(loss, params, step, f"draft step {k + 1}")
-                r["logs"].update({f"{name}_draft_{k + 1}": float(v.detach().float())
-                                  for name, v in res.items()})
-                r["loss"] += float(loss.detach())
-                r["z"] = z_new
-            s.apply(params, optimizer, scheduler, step, f"draft step {k + 1}")
-        return [dict(r["logs"], loss=r["loss"] / len(tlist)) for r in rolls]
-
-    def save_fn(step: int) -> None:
-        path = checkpoints.weights_name(s.output, "draft", step, cfg.out.save_latest)
-        # the published file holds the frozen weights' precision (bf16 under mixed precision)
-        save_draft(acc.unwrap_model(module).draft, path, dtype=s.dtype,
-                   extra_metadata={"draft_condition": dr.draft_condition,
-                                   "trainer": "train_draft", "step": step})
-        log.info("step %d: saved %s", step, path.name)
-
-    result = s.loop(total, step_fn, save_fn)
-    s.dump_rank_weights({k: v.detach() for k, v in acc.unwrap_model(module).draft.state_dict()
-                         .items()})
+    p = build_parts(cfg)
+    m = build_models(p, cfg)
+    loop = Loop(p.acc, cfg, "train_draft", p.data)
+    total = loop.start()
+    step = partial(train_step, m, p.inputs, loop.updates, cfg.loss, cfg.draft,
+                   inject_nan_at=inject_nan_at)
+    result = loop.run(total, step, partial(save, m, cfg, p.dtype))
+    p.inputs.log_summary()
+    dump_rank_weights(p.acc, {k: v.detach() for k, v in m.draft.net.state_dict().items()})
     return result

@@ -1,8 +1,6 @@
-"""What both trainers share (docs/method.md §9): the accelerate set-up, the data (dataset,
-per-epoch order, degradation on the device), prompt embeddings, encoding a batch, the guarded
-update (gradient accumulation, NaN/Inf skip on every process, clipping), the step loop with exact
-resume, logging and saving. ``base.py`` and ``draft.py`` supply their models and one step
-function each.
+"""What both trainers run (docs/method.md §9): the guarded update (:class:`Updates`) and the step
+loop (:class:`Loop`: resume, the steps' micro-batches, logging, saving). ``base.py`` and
+``draft.py`` build their parts (``build.py``) and models and supply one step function each.
 
 A step is one optimiser update: ``--gradient_accumulation_steps`` micro-batches (one sample
 each) per process, their gradients summed by accelerate's accumulation. Every random draw of a
@@ -24,24 +22,25 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from Wan_SR.core.distributed import Watchdog
 from Wan_SR.core.files import save_safetensors_atomic
 from Wan_SR.core.log import progress
-from Wan_SR.models.wan import load_vae, vae_encode
 from Wan_SR.sampling.speed import attention_context
-from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints
+from .build import TrainData
 from .losses import zero_loss
+from .models import trainable_parameters
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 MAX_EMPTY_STEPS = 10  # steps in a row with no sample before the run stops
 
 
@@ -77,25 +76,100 @@ def warmup_scheduler(optimizer, warmup_steps: int):
         optimizer, lambda s: min(1.0, (s + 1) / n) if n else 1.0)
 
 
-class EpochPermutation(torch.utils.data.Sampler):
-    """A fresh permutation per epoch from (seed, epoch): the same on every process (accelerate
-    shards it), reproducible on resume. The epoch is set with :meth:`use_epoch` only (not
-    ``set_epoch``, which accelerate's loader would call with its own count, wrong after a
-    resume)."""
+@dataclass
+class Trained:
+    """One trained network: ``module``, the module accelerate prepared for data parallelism
+    (its forward is what the step differentiates), ``net`` the network itself, its trainable
+    ``params``, their optimiser and learning-rate schedule."""
+    module: torch.nn.Module
+    net: torch.nn.Module
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[object] = None
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
 
-    def use_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+def prepare_trained(acc, module: torch.nn.Module, net: torch.nn.Module, lr: float,
+                    warmup_steps: Optional[int]) -> Trained:
+    """AdamW on the trainable parameters of ``net`` (held by ``module``), with the warm-up
+    schedule unless ``warmup_steps`` is None, prepared by accelerate; the schedule is saved with
+    the training state. Prepare in a fixed order: the state's file names follow it."""
+    params = trainable_parameters(net)
+    optimizer = adamw(params, lr)
+    scheduler = None if warmup_steps is None else warmup_scheduler(optimizer, warmup_steps)
+    module, optimizer = acc.prepare(module, optimizer)
+    if scheduler is not None:
+        acc.register_for_checkpointing(scheduler)
+    return Trained(module, net, params, optimizer, scheduler)
 
-    def __len__(self):
-        return self.n
 
-    def __iter__(self):
-        g = torch.Generator()
-        g.manual_seed(self.seed * 10_007 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+def any_process(acc, flag: bool) -> bool:
+    """True when ``flag`` is true on some process (a collective: every process calls it)."""
+    if acc.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=acc.device)
+    return bool(acc.reduce(t, reduction="sum").item() > 0)
+
+
+def gather(acc, obj) -> list:
+    """``obj`` of every process, in process order (a collective: every process calls it)."""
+    if acc.num_processes == 1:
+        return [obj]
+    everyone = [None] * acc.num_processes
+    dist.all_gather_object(everyone, obj)
+    return everyone
+
+
+class Updates:
+    """The guarded update of a trained model, the same decision on every process: a step's
+    micro-batches add their gradients (accelerate's accumulation); a loss that is NaN/Inf on
+    any process adds nothing and skips the step's update on every process; else the gradients
+    are clipped at ``--max_grad_norm`` and the optimiser steps. ``skipped`` counts the skipped
+    updates of the run."""
+
+    def __init__(self, acc, max_grad_norm: float, skipped: int = 0):
+        self.acc, self.max_grad_norm = acc, max_grad_norm
+        self.skipped = skipped
+        self._bad = False
+
+    def any_process(self, flag: bool) -> bool:
+        return any_process(self.acc, flag)
+
+    def micro_batch(self, module):
+        """The context of one micro-batch's forward and backward through the prepared
+        ``module``: gradients stay local until the step's last micro-batch. Enter it once per
+        micro-batch, for every micro-batch of the step."""
+        return self.acc.accumulate(module)
+
+    def autocast(self):
+        return self.acc.autocast()
+
+    def backward(self, loss: torch.Tensor, model: Trained, step: int, what: str) -> None:
+        """Add this micro-batch's gradients (accelerate divides ``loss`` by the number of
+        micro-batches). A non-finite loss on any process is replaced by a zero loss that
+        reaches every parameter, and the step's update is skipped (see :meth:`apply`)."""
+        if self.any_process(not bool(torch.isfinite(loss.detach()).all())):
+            if not self._bad:
+                log.warning("step %d: non-finite %s loss, update skipped", step, what)
+            self._bad = True
+            loss = zero_loss(model.params)
+        self.acc.backward(loss)
+
+    def apply(self, model: Trained, step: int, what: str) -> bool:
+        """After the step's last micro-batch: clip and step, unless a loss of the step was
+        non-finite. Returns True if the update was applied."""
+        assert self.acc.sync_gradients, "apply() before the step's last micro-batch"
+        bad, self._bad = self._bad, False
+        if bad:
+            self.skipped += 1
+            log.warning("step %d: %s update skipped (%d so far)", step, what, self.skipped)
+        else:
+            if self.max_grad_norm > 0:
+                self.acc.clip_grad_norm_(model.params, self.max_grad_norm)
+            model.optimizer.step()
+            if model.scheduler is not None:
+                model.scheduler.step()
+        model.optimizer.zero_grad(set_to_none=True)
+        return not bad
 
 
 class LossHistory:
@@ -116,52 +190,6 @@ class LossHistory:
                                                       for k, v in logs.items()}}) + "\n")
 
 
-class ContextBank:
-    """Prompt -> text context, from the on-disk prompt cache. The main process encodes the
-    prompts not cached yet (loading the umT5 encoder once, then freeing it) before training.
-    With ``resident`` (tagged prompts, known only per sample) the encoder stays loaded and
-    every process encodes its new prompts as they come (``offload``: kept on the CPU)."""
-
-    def __init__(self, files, cache_dir, device, dtype, resident: bool = False,
-                 offload: bool = False):
-        from Wan_SR.models.text import PromptEncoder
-
-        self.enc = PromptEncoder(files.t5, files.tokenizer, cache_dir=cache_dir, device=device,
-                                 offload=offload)
-        self.device, self.dtype, self.resident = device, dtype, resident
-        self._mem: dict = {}
-
-    def fill(self, prompts, is_main: bool) -> int:
-        missing = sorted({p for p in prompts if not self.enc.cache_path(p).exists()})
-        if is_main and missing:
-            log.info("encoding %d prompt(s) not in the prompt cache yet", len(missing))
-            for p in missing:
-                self.enc.encode(p)
-            if not self.resident:
-                self.enc.release()
-        return len(missing)
-
-    def get(self, prompts) -> torch.Tensor:
-        out = []
-        for p in prompts:
-            if p not in self._mem:
-                if len(self._mem) > 64:
-                    self._mem.clear()
-                self._mem[p] = self.enc.encode(p).to(self.device, self.dtype)
-            out.append(self._mem[p])
-        return torch.cat(out, 0)
-
-
-def as_video(x: torch.Tensor) -> torch.Tensor:
-    """(B,T,3,H,W) in [0,1] -> (B,3,T,H,W) in [-1,1]."""
-    return x.permute(0, 2, 1, 3, 4) * 2 - 1
-
-
-def _to_unit(x, device) -> torch.Tensor:
-    x = x.to(device)
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-
-
 def flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -172,177 +200,36 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-class Session:
-    """One training run's shared parts. Build the models after creating it, then call
-    :meth:`start` (which resumes) and :meth:`loop` (which runs the steps)."""
+class Loop:
+    """The steps of one run: :meth:`start` resumes and opens the logs (and makes the run's
+    :class:`Updates`, ``updates``), :meth:`run` runs the steps, logs each and saves every
+    ``--save_steps`` and at the end."""
 
-    def __init__(self, cfg, name: str, extra_prompts=()):
-        from accelerate import Accelerator
-        from accelerate.utils import (DistributedDataParallelKwargs, GradientAccumulationPlugin,
-                                      set_seed)
-
-        from Wan_SR.data.dataset import SkipReport, VideoDataset, collate_clips
-        from Wan_SR.data.degradation import Degradation
-
-        d, m, opt, out = cfg.data, cfg.model, cfg.optim, cfg.out
-        self.cfg, self.name = cfg, name
-        self.output = Path(out.output_path)
-        self.report = None if out.report_to in (None, "", "none") else out.report_to
-        self.micro = int(opt.gradient_accumulation_steps)
-        # accumulation counts our micro-batches, not the loader's end (sync_with_dataloader)
-        self.acc = Accelerator(
-            mixed_precision=opt.mixed_precision, log_with=self.report,
-            project_dir=str(self.output), step_scheduler_with_optimizer=False,
-            gradient_accumulation_plugin=GradientAccumulationPlugin(
-                num_steps=self.micro, sync_with_dataloader=False),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
-        set_seed(opt.seed)
-        self.dev, self.dtype = self.acc.device, DTYPES[opt.mixed_precision]
-        self.rank, self.seed = self.acc.process_index, opt.seed
-        self.output.mkdir(parents=True, exist_ok=True)
-        if self.acc.is_main_process:
-            checkpoints.remove_stale_partials(self.output)
-        keys = [k.strip() for k in d.data_file_keys.split(",") if k.strip()]
-        self.dataset = VideoDataset(d.dataset_base_path, d.dataset_metadata_path,
-                                    num_frames=d.num_frames, height=d.height or None,
-                                    width=d.width or None, max_pixels=d.max_pixels,
-                                    repeat=d.dataset_repeat, seed=opt.seed, data_file_keys=keys,
-                                    quiet=True)  # the command line's checks reported it
-        self.sampler = EpochPermutation(len(self.dataset), opt.seed)
-        self.loader = torch.utils.data.DataLoader(self.dataset, batch_size=1, sampler=self.sampler,
-                                                  num_workers=d.dataloader_num_workers,
-                                                  collate_fn=collate_clips)
-        self.degrade = Degradation(d.deg_file_path)
-        self.skips = SkipReport()
-        self.files = m.wan_files()
-        from Wan_SR.models.tagger import load_tagger
-
-        self.tagger = load_tagger(m.ram_path, m.DAPE_path, enabled=not m.no_tags,
-                                  device=self.dev, dtype=self.dtype, offload=m.low_memory)
-        self.tag_source = m.tag_source
-        self.contexts = ContextBank(self.files, m.prompt_cache_dir, self.dev, self.dtype,
-                                    resident=self.tagger is not None, offload=m.low_memory)
-        with self.acc.main_process_first():  # tagged prompts are encoded as they come
-            rows = [] if self.tagger is not None else [r.prompt for r in self.dataset.rows]
-            self.contexts.fill(rows + list(extra_prompts), self.acc.is_main_process)
-        self.timeline = FlowTimeline()
-        self.vae = load_vae(self.files.vae, dtype=self.dtype, device=self.dev).requires_grad_(False)
-        self.state = {"step": 0, "nan_skipped": 0, "samples_skipped": 0, "empty_steps": 0,
+    def __init__(self, acc, cfg, name: str, data: TrainData):
+        self.acc, self.cfg, self.name, self.data = acc, cfg, name, data
+        self.updates: Optional[Updates] = None
+        self.output = Path(cfg.out.output_path)
+        self.report = cfg.out.tracker()
+        self.micro = int(cfg.optim.gradient_accumulation_steps)
+        self.state = {"step": 0, "samples_skipped": 0, "empty_steps": 0,
                       "empty_steps_in_a_row": 0}
         self.history: Optional[LossHistory] = None
-        self._bad_loss = False
-        self._saved: Optional[int] = None
+        self.saved: Optional[int] = None
+        self.steps_per_epoch = 0
 
-    # ------------------------------------------------------------------ pieces of a step
-    def lpips(self, loss_opts):
-        """The frozen LPIPS network when the pixel LPIPS loss is on, else None."""
-        if self.pixel(loss_opts) and loss_opts.alpha_pixel_lpips > 0:
-            from .lpips import load_lpips
-
-            return load_lpips(loss_opts.lpips_weights, device=self.dev)
-        return None
-
-    @staticmethod
-    def pixel(o) -> bool:
-        return o.train_video_pixel and (o.alpha_pixel_l2 > 0 or o.alpha_pixel_lpips > 0)
-
-    @torch.no_grad()
-    def encode(self, batch, g: torch.Generator):
-        """HQ and LQ encoded once: ``(hq, z_h, z_l, context)``; ``hq`` (B,3,T,H,W) in [-1,1].
-        LQ: the row's paired clip, else the degradation of the HQ clip (drawn from ``g``)."""
-        hq01 = _to_unit(batch["video"], self.dev)
-        lq = batch["LQ_video"]
-        lq01 = _to_unit(lq, self.dev) if isinstance(lq, torch.Tensor) else \
-            self.degrade(hq01, generator=g).to(self.dev)
-        hq = as_video(hq01).to(self.dtype)
-        z_h = vae_encode(self.vae, hq)
-        z_l = vae_encode(self.vae, as_video(lq01).to(self.dtype))
-        prompts = self.tagged_prompts(batch["prompt"], hq01 if self.tag_source == "hq" else lq01,
-                                      g)
-        return hq, z_h, z_l, self.contexts.get(prompts)
-
-    def tagged_prompts(self, prompts, clips: torch.Tensor, g: torch.Generator) -> list:
-        """``"<prompt>, <tags>"`` per sample, the tags of one frame drawn from ``g`` of its clip
-        (B,T,3,H,W) in [0,1]; the prompts alone without a tagger."""
-        if self.tagger is None:
-            return list(prompts)
-        from Wan_SR.models.tagger import pick_frame, prompt_with_tags
-
-        return [prompt_with_tags(p, self.tagger.tags(clips[b, pick_frame(clips.shape[1], g)]))
-                for b, p in enumerate(prompts)]
-
-    def any_process(self, flag: bool) -> bool:
-        """True when ``flag`` is true on some process (a collective: every process calls it)."""
-        if self.acc.num_processes == 1:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.acc.device)
-        return bool(self.acc.reduce(t, reduction="sum").item() > 0)
-
-    def micro_batch(self, *modules):
-        """The context of one micro-batch's forward and backward through ``modules`` (the
-        prepared ones): accelerate's accumulation, which keeps data-parallel gradients local
-        until the step's last micro-batch. Enter it once per micro-batch, for every micro-batch
-        of the step."""
-        return self.acc.accumulate(*modules)
-
-    def backward(self, loss: torch.Tensor, params, step: int, what: str) -> None:
-        """Add this micro-batch's gradients (accelerate divides ``loss`` by the number of
-        micro-batches). A loss that is NaN/Inf on any process adds nothing and marks the step's
-        update as skipped on every process (counted and logged by :meth:`apply`)."""
-        if self.any_process(not bool(torch.isfinite(loss.detach()).all())):
-            if not self._bad_loss:
-                log.warning("step %d: non-finite %s loss, update skipped", step, what)
-            self._bad_loss = True
-            loss = zero_loss(params)  # every parameter still takes part in the backward
-        self.acc.backward(loss)
-
-    def apply(self, params, optimizer, scheduler, step: int, what: str) -> bool:
-        """After the step's last micro-batch: clip at ``--max_grad_norm`` and step, unless a
-        loss of the step was non-finite (then every process skips the update together).
-        Returns True if the update was applied."""
-        assert self.acc.sync_gradients, "apply() before the step's last micro-batch"
-        bad, self._bad_loss = self._bad_loss, False
-        if bad:
-            self.state["nan_skipped"] += 1
-            log.warning("step %d: %s update skipped (%d so far)", step, what,
-                        self.state["nan_skipped"])
-        else:
-            max_norm = self.cfg.optim.max_grad_norm
-            if max_norm > 0:
-                self.acc.clip_grad_norm_(params, max_norm)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        return not bad
-
-    def gather(self, obj) -> list:
-        """``obj`` of every process, in process order (a collective: every process calls it)."""
-        if self.acc.num_processes == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        everyone = [None] * self.acc.num_processes
-        dist.all_gather_object(everyone, obj)
-        return everyone
-
-    def mean_logs(self, logs: list) -> dict:
-        """The mean of each logged value over the micro-batches and processes that have it
-        (one collective, whatever keys each process has)."""
-        logs = [d for part in self.gather(logs) for d in part]
-        keys = list(dict.fromkeys(k for d in logs for k in d))
-        return {k: float(np.mean([d[k] for d in logs if k in d])) for k in keys}
-
-    # ------------------------------------------------------------------ run
     def start(self) -> int:
         """Resume (``--resume_from_checkpoint``), open the loss history and trackers. Call
         after every model, optimiser and scheduler is prepared / registered. Returns the total
         number of steps."""
         opt, out = self.cfg.optim, self.cfg.out
+        skipped = 0
         if out.resume_from_checkpoint:
-            self.state = dict(self.state, **checkpoints.load_state(
-                self.acc, checkpoints.find_state(self.output, out.resume_from_checkpoint)))
-            self._saved = self.state["step"]
+            state = checkpoints.load_state(
+                self.acc, checkpoints.find_state(self.output, out.resume_from_checkpoint))
+            skipped = state.pop("nan_skipped", 0)
+            self.state.update(state)
+            self.saved = self.state["step"]
+        self.updates = Updates(self.acc, opt.max_grad_norm, skipped)
         self.history = LossHistory(self.output / "losses.jsonl", self.acc.is_main_process,
                                    self.state["step"])
         if self.report:
@@ -351,7 +238,7 @@ class Session:
                 if self.report == "tensorboard" and self.state["step"] else {}
             self.acc.init_trackers(out.project_name, config=flat(dataclasses.asdict(self.cfg)),
                                    init_kwargs=kw)
-        per_process = len(self.loader)
+        per_process = len(self.data.loader)
         self.steps_per_epoch = per_process // self.micro
         if self.steps_per_epoch < 1:
             raise ValueError(f"--gradient_accumulation_steps {self.micro} is more than the "
@@ -366,7 +253,7 @@ class Session:
                  self.micro, self.state["step"])
         return total
 
-    def loop(self, total: int, step_fn: Callable, save_fn: Callable) -> dict:
+    def run(self, total: int, step_fn: Callable, save_fn: Callable) -> dict:
         """Run steps ``state['step']+1 .. total``: ``step_fn(step, batches, generators) ->
         [logs per micro-batch]`` (floats, ``loss`` among them), then logging, and
         ``save_fn(step)`` every ``--save_steps`` and at the end (followed by the accelerate
@@ -377,11 +264,7 @@ class Session:
         try:
             while step < total:
                 epoch, offset = divmod(step, self.steps_per_epoch)
-                self.sampler.use_epoch(epoch)
-                self.dataset.set_epoch(epoch)
-                loader = self.acc.skip_first_batches(self.loader, offset * self.micro) \
-                    if offset else self.loader
-                batches = iter(loader)
+                batches = self._epoch(epoch, offset)
                 for _ in range(offset, self.steps_per_epoch):
                     if step >= total:
                         break
@@ -392,10 +275,19 @@ class Session:
                     if step % self.cfg.out.save_steps == 0 or step == total:
                         self._save(step, save_fn)
         except KeyboardInterrupt:
-            raise TrainingInterrupted(step, self._saved) from None
+            raise TrainingInterrupted(step, self.saved) from None
         finally:
             bar.close()
         return self._finish(step, last)
+
+    def _epoch(self, epoch: int, offset: int) -> Iterator:
+        """The micro-batches of ``epoch`` from its step ``offset`` on."""
+        d = self.data
+        d.sampler.use_epoch(epoch)
+        d.dataset.set_epoch(epoch)
+        loader = self.acc.skip_first_batches(d.loader, offset * self.micro) if offset \
+            else d.loader
+        return iter(loader)
 
     def _one_step(self, step: int, batches: Iterator, step_fn: Callable) -> Optional[dict]:
         """Fetch the step's micro-batches and train on them (under the watchdog); log. Returns
@@ -404,26 +296,33 @@ class Session:
         with Watchdog().watch(f"step {step}", seconds):
             micro = [next(batches) for _ in range(self.micro)]
             # every process learns whether each has a sample, and which rows failed where
-            parts = self.gather((all(b["name"] for b in micro),
-                                 [s for b in micro for s in b["skipped"]]))
+            parts = gather(self.acc, (all(b["name"] for b in micro),
+                                      [s for b in micro for s in b["skipped"]]))
             skipped = [s for _, part in parts for s in part]
-            self.state["samples_skipped"] += self.skips.add_entries(skipped)
+            self.state["samples_skipped"] += self.data.skips.add_entries(skipped)
             if not all(ok for ok, _ in parts):
                 self._empty(step, skipped)
                 return None
             self.state["empty_steps_in_a_row"] = 0
-            procs = self.acc.num_processes
-            gens = [step_generator(self.seed, step, j * procs + self.rank)
+            procs, rank = self.acc.num_processes, self.acc.process_index
+            gens = [step_generator(self.cfg.optim.seed, step, j * procs + rank)
                     for j in range(self.micro)]
             t0 = time.perf_counter()
             # cuDNN attention first, for the forward and the backward (recomputation matches)
-            with attention_context("auto", self.dev):
-                logs = self.mean_logs(step_fn(step, micro, gens))
+            with attention_context("auto", self.acc.device):
+                logs = self._mean(step_fn(step, micro, gens))
             log.debug("step %d: %.3f s", step, time.perf_counter() - t0)
         self.history.add(step, logs)
         if self.report:
             self.acc.log(logs, step=step)
         return logs
+
+    def _mean(self, logs: list) -> dict:
+        """The mean of each logged value over the micro-batches and processes that have it
+        (one collective, whatever keys each process has)."""
+        logs = [d for part in gather(self.acc, logs) for d in part]
+        keys = list(dict.fromkeys(k for d in logs for k in d))
+        return {k: float(np.mean([d[k] for d in logs if k in d])) for k in keys}
 
     def _empty(self, step: int, skipped: list) -> None:
         """A step with no sample on some process: every process skips it; too many in a row
@@ -442,36 +341,34 @@ class Session:
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             save_fn(step)
-        checkpoints.save_state(self.acc, self.output, step, dict(self.state, step=step))
-        self._saved = step
+        checkpoints.save_state(self.acc, self.output, step, self._trainer_state(step))
+        self.saved = step
+
+    def _trainer_state(self, step: int) -> dict:
+        s = self.state
+        return {"step": step, "nan_skipped": self.updates.skipped,
+                "samples_skipped": s["samples_skipped"], "empty_steps": s["empty_steps"],
+                "empty_steps_in_a_row": s["empty_steps_in_a_row"]}
 
     def _finish(self, step: int, last: dict) -> dict:
         if self.report:
             self.acc.end_training()
-        if self.state["nan_skipped"]:
-            log.warning("%d update(s) skipped for non-finite losses", self.state["nan_skipped"])
+        if self.updates.skipped:
+            log.warning("%d update(s) skipped for non-finite losses", self.updates.skipped)
         if self.state["empty_steps"]:
             log.warning("%d step(s) had no readable sample and trained nothing",
                         self.state["empty_steps"])
-        if self.skips.count:
-            log.warning("%s", self.skips.summary())
-        if self.tagger is not None and self.tagger.calls:
-            enc = self.contexts.enc
-            log.info("tags: %d sample(s), %.2f s tagging + %.2f s encoding %d new prompt(s)",
-                     self.tagger.calls, self.tagger.seconds, enc.seconds, enc.encodes)
-        return {"step": step, "nan_skipped": self.state["nan_skipped"],
+        if self.data.skips.count:
+            log.warning("%s", self.data.skips.summary())
+        return {"step": step, "nan_skipped": self.updates.skipped,
                 "empty_steps": self.state["empty_steps"], "last": last,
                 "output": str(self.output), "accelerator": self.acc}
 
-    def save_weights(self, step: int, parts: dict, metadata: dict) -> None:
-        paths = checkpoints.save_weights(self.output, step, self.cfg.out.save_latest, parts,
-                                         metadata)
-        log.info("step %d: saved %s", step, ", ".join(p.name for p in paths))
 
-    def dump_rank_weights(self, state_dict: dict) -> None:
-        """Debugging aid (``PSSR_DUMP_RANK_WEIGHTS=prefix``): every process writes its trainable
-        weights, to check that data-parallel processes agree."""
-        dump = os.environ.get("PSSR_DUMP_RANK_WEIGHTS")
-        if dump:
-            save_safetensors_atomic(f"{dump}{self.rank}.safetensors", state_dict)
-        self.acc.wait_for_everyone()
+def dump_rank_weights(acc, state_dict: dict) -> None:
+    """Debugging aid (``PSSR_DUMP_RANK_WEIGHTS=prefix``): every process writes its trainable
+    weights, to check that data-parallel processes agree."""
+    dump = os.environ.get("PSSR_DUMP_RANK_WEIGHTS")
+    if dump:
+        save_safetensors_atomic(f"{dump}{acc.process_index}.safetensors", state_dict)
+    acc.wait_for_everyone()

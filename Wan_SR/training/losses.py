@@ -1,7 +1,10 @@
-"""The training losses as pure functions of tensors (docs/method.md §9, "Base training").
+"""The training losses as functions of tensors, the frozen models they use passed in
+(docs/method.md §9, "Base training").
 
 Every random choice (crop position, timesteps, noise) is drawn by the caller and passed in, so a
-test can feed fixed tensors and compare with a hand computation.
+test can feed fixed tensors and compare with a hand computation. A trainer's step lists its
+losses as ``(name, weight, value)`` terms: every term is logged, :func:`weighted_sum` adds those
+with a weight above 0.
 """
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ from typing import Callable, Optional
 
 import torch
 
+from Wan_SR.models.dit import dit_forward
+from Wan_SR.models.wan import vae_decode
+from Wan_SR.sampling.speculative import guided
 from Wan_SR.sampling.timeline import FlowTimeline
 
 # The regulariser's timestep is redrawn while it falls outside [REG_T_MIN, REG_T_MAX].
@@ -37,7 +43,7 @@ def pixel_losses(decode: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tenso
     """Decode the latent crop ``box`` of ``x0`` (B,16,T,h,w) through ``decode`` (frozen VAE,
     gradients flow to ``x0``) and compare it with the same region of ``hq`` (B,3,F,H,W) in
     [-1, 1] (rows ``scale*top ...``): ``loss_pixel_l2`` = mse, ``loss_pixel_lpips`` = mean over
-    frames of LPIPS (when ``lpips`` is given)."""
+    frames of LPIPS (when ``lpips`` is given); both in float32."""
     top, left, ch, cw = box
     dec = decode(x0[..., top:top + ch, left:left + cw])
     ref = hq[..., scale * top:scale * (top + ch), scale * left:scale * (left + cw)]
@@ -46,8 +52,34 @@ def pixel_losses(decode: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tenso
     out = {"loss_pixel_l2": torch.mean((dec.float() - ref.float()) ** 2)}
     if lpips is not None:
         frames = lambda v: v.transpose(1, 2).flatten(0, 1).float()  # noqa: E731 (B*F,3,h,w)
-        out["loss_pixel_lpips"] = lpips(frames(dec), frames(ref)).mean()
+        out["loss_pixel_lpips"] = lpips(frames(dec), frames(ref)).mean().float()
     return out
+
+
+def decode_native(vae, z: torch.Tensor) -> torch.Tensor:
+    """The frozen VAE's decode in its own dtype, outside autocast: under bf16 autocast its
+    normalisations would run (and keep their activations for the backward) in float32."""
+    with torch.autocast(z.device.type, enabled=False):
+        return vae_decode(vae, z)
+
+
+def pixel_terms(vae, lpips, x0: torch.Tensor, hq: torch.Tensor, box, alpha_l2: float,
+                alpha_lpips: float) -> list:
+    """The :func:`pixel_losses` of the crop ``box`` decoded by the frozen ``vae`` as weighted
+    terms: ``loss_pixel_l2`` and, with an LPIPS network, ``loss_pixel_lpips``."""
+    out = pixel_losses(lambda z: decode_native(vae, z), x0, hq, box, lpips)
+    weights = {"loss_pixel_l2": alpha_l2, "loss_pixel_lpips": alpha_lpips}
+    return [(name, weights[name], value) for name, value in out.items()]
+
+
+def weighted_sum(terms) -> Optional[torch.Tensor]:
+    """``sum(weight * value)`` over the ``(name, weight, value)`` terms with a weight above 0, in
+    their order."""
+    total = None
+    for _, weight, value in terms:
+        if weight > 0:
+            total = value * weight if total is None else total + value * weight
+    return total
 
 
 def draw_reg_timestep(timeline: FlowTimeline, generator: torch.Generator, dtype) -> float:
@@ -70,6 +102,23 @@ def regulariser_loss(x0_base: torch.Tensor, x0_fix: torch.Tensor, x0_upd: torch.
     w = (x0.detach() - x0_fix.float()).abs().mean(dim=dims, keepdim=True)
     g = (x0_upd.float() - x0_fix.float()) / w
     return torch.mean((x0 - (x0 - g).detach()) ** 2)
+
+
+def regulariser(dit_fix, dit_update, x0: torch.Tensor, context: torch.Tensor,
+                negative_context: Optional[torch.Tensor], t_value: float, noise: torch.Tensor,
+                timeline: FlowTimeline, cfg_scale: float) -> torch.Tensor:
+    """The regulariser of the base prediction ``x0``: noised to ``t_value`` (``noise``), denoised
+    by the frozen DiT (with classifier-free guidance) and by ``dit_update``, without gradient;
+    then :func:`regulariser_loss`."""
+    t = timeline.timestep(t_value, dtype=x0.dtype, device=x0.device)
+    s = timeline.sigma(t)
+    with torch.no_grad():
+        x_t = add_noise(x0.detach(), noise.to(x0.device, x0.dtype), s)
+        x0_upd = x_t - s * dit_forward(dit_update, x_t, t, context)[0]
+        v_fix = guided(lambda ctx: dit_forward(dit_fix, x_t, t, ctx)[0], cfg_scale, context,
+                       negative_context)
+        x0_fix = x_t - s * v_fix
+    return regulariser_loss(x0, x0_fix, x0_upd)
 
 
 def flow_matching_loss(v_pred: torch.Tensor, noise: torch.Tensor, x0: torch.Tensor,
