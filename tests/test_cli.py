@@ -25,7 +25,8 @@ def fused_runs(tiny_paths, tmp_path_factory):
     """Step 1 with --final and non-default windows, then step 2 on its base/draft_3 outputs with
     the same window arguments; the fusion calls of both are recorded."""
     from Wan_SR.cli import step1, step2
-    from Wan_SR.runs import step1 as run1, step2 as run2
+    from Wan_SR.runs import step2 as run2
+    from Wan_SR.runs.step1 import sink as run1
 
     tmp = tmp_path_factory.mktemp("final")
     make_clip(tmp / "in" / "clip.mp4", n=7, h=48, w=64)
@@ -120,3 +121,30 @@ def test_every_option_has_help_and_no_duplicated_default(parser_name):
     for line in text.splitlines():
         assert line.count("default") <= 1, line
 
+
+
+def test_step1_config_holds_every_option_and_is_the_run_config(fused_runs):
+    """Every option of inference_step_1.py (but logging and the release's) is a field of
+    Step1Config, built from the parsed arguments as they are; run_config.json holds it as
+    data beside the settings that decide the outputs."""
+    import dataclasses
+
+    from Wan_SR.cli.common import config_from_args
+    from Wan_SR.cli.step1 import build_parser
+    from Wan_SR.core.options import Step1Config
+
+    parser = build_parser()
+    dests = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"
+             and not a.dest.startswith("release_")} - {"log_level", "no_progress"}
+    args = parser.parse_args(["--outputs", "base, final", "--upscale", "2", "--alpha", "0.8"])
+    cfg = config_from_args(Step1Config, args)
+    sections = dataclasses.asdict(cfg)
+    assert {k for part in sections.values() for k in part} == dests
+    assert all(getattr(getattr(cfg, s), k) == getattr(args, k)
+               for s, part in sections.items() for k in part)
+    assert cfg.step1.outputs == ["base", "final"] and cfg.fusion.alpha == 0.8
+    tmp, *_ = fused_runs
+    run = json.loads((tmp / "out" / "run_config.json").read_text())
+    assert run["config"]["windows"] == run["settings"]["windows"]
+    assert run["config"]["step1"]["final"] is True and run["config"]["fusion"]["alpha"] == 0.8
+    assert run["config"]["folders"]["output_dir"] == str(tmp / "out")

@@ -106,20 +106,22 @@ def test_window_parts_blend_exactly_as_the_whole_clip(n, win):
 
 
 def test_split_video_path_in_one_process_gives_the_whole_run(pipe, tmp_path, monkeypatch):
-    """restore_video_split with one window per part (each part re-reading the clip for its
+    """restore_video(together=True) with one window per part (each part re-reading the clip for its
     lead-in windows: overlap 4 of 5) writes the frames restore_video writes."""
-    from Wan_SR.runs import step1
+    from Wan_SR.runs import parallel
+    from Wan_SR.runs.step1 import restore_video
+    from test_step1 import step1_config
 
     path = make_clip(tmp_path / "a.mp4", n=9, h=32, w=32)
-    opts = step1.RestoreOptions(outputs=["base", "final"], windows=WindowOptions(
+    opts = step1_config(["base", "final"], windows=WindowOptions(
         window_t=5, overlap_t=4, window_h=32, overlap_h=16, window_w=32, overlap_w=16))
-    whole = step1.restore_video(pipe, path, tmp_path / "whole", opts, progress=False)
-    monkeypatch.setattr(step1, "items_per_part", lambda *a: 1)
+    whole, _ = restore_video(pipe, path, tmp_path / "whole", opts, show_progress=False)
+    monkeypatch.setattr(parallel, "items_per_part", lambda *a: 1)
     opened, reader = [], video_io.FrameReader
     monkeypatch.setattr(video_io, "FrameReader",
                         lambda *a, **k: opened.append(1) or reader(*a, **k))
-    parts, made = step1.restore_video_split(pipe, path, tmp_path / "parts", opts,
-                                            video_io.probe(path), None, "a")
+    parts, made = restore_video(pipe, path, tmp_path / "parts", opts, info=video_io.probe(path),
+                                name="a", together=True)
     assert made == 9 and list(parts) == list(whole) == ["base", "final"]
     assert len(opened) == 4  # parts 2, 3 and 4 start before the window their process read last
     assert all(same_frames(whole[o], parts[o]) for o in whole)

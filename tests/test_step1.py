@@ -9,14 +9,22 @@ import torch
 from conftest import ROOT, check_resume_after_kills
 from Wan_SR.data import video_io
 from Wan_SR.sampling.pipeline import branch_names, pad_tile
-from Wan_SR.core.options import WindowOptions
-from Wan_SR.runs.step1 import RestoreOptions, restore_folder, restore_video
+from Wan_SR.core.options import (OutputOptions, SamplingOptions, Step1Config, Step1Options,
+                                 WindowOptions)
+from Wan_SR.runs.step1 import restore_folder, restore_video
 from Wan_SR.sampling.speculative import base_step
 
 # 9 frames, window 5 / overlap 1 -> windows at 0 and 4; 48x48, tiles 32 / overlap 16 -> 2x2 tiles
 SMALL_WINDOWS = WindowOptions(window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32,
                               overlap_w=16)
 ALL = ["base", "base+draft_1", "base+draft_2", "base+draft_3"]
+
+
+def step1_config(outputs=None, windows=SMALL_WINDOWS, skip_existing=False, seed=0, **step1):
+    """A Step1Config with the options the tests vary (the rest: defaults)."""
+    return Step1Config(step1=Step1Options(outputs=outputs, **step1), windows=windows,
+                       output=OutputOptions(skip_existing=skip_existing),
+                       sampling=SamplingOptions(seed=seed))
 
 
 def make_clip(path, n=9, h=48, w=48, fps=24000 / 1001, seed=0):
@@ -56,12 +64,12 @@ def test_only_needed_draft_steps_and_decodes(pipe, monkeypatch):
     calls = []
     orig = pipe.draft.forward
     monkeypatch.setattr(pipe.draft, "forward", lambda *a, **k: calls.append(1) or orig(*a, **k))
-    pipe.decode_calls = 0
+    pipe.stats.reset()
     one = pipe.run_tile(torch.rand(5, 3, 32, 32), ["base+draft_1"])
     assert list(one) == ["base+draft_1"]
-    assert pipe.decode_calls == 1
+    assert pipe.stats.decodes == 1
     full = pipe.run_tile(torch.rand(5, 3, 32, 32), ["base", "base+draft_3"])
-    assert set(full) == {"base", "base+draft_3"} and pipe.decode_calls == 3
+    assert set(full) == {"base", "base+draft_3"} and pipe.stats.decodes == 3
     with pytest.raises(ValueError, match="unknown branches"):
         pipe.run_tile(torch.rand(5, 3, 32, 32), ["base+draft_9"])
 
@@ -72,10 +80,10 @@ def test_each_tile_is_encoded_once(pipe, tmp_path, monkeypatch):
     orig = pipe.vae.model.encode
     monkeypatch.setattr(pipe.vae.model, "encode",
                         lambda *a, **k: n_model_encodes.append(1) or orig(*a, **k))
-    pipe.encode_calls = 0
-    opts = RestoreOptions(outputs=ALL + ["final"], windows=SMALL_WINDOWS)
-    restore_video(pipe, tmp_path / "in" / "a.mp4", tmp_path / "out", opts, progress=False)
-    assert pipe.encode_calls == 2 * 4  # 2 temporal windows x 2x2 tiles
+    pipe.stats.reset()
+    opts = step1_config(ALL + ["final"])
+    restore_video(pipe, tmp_path / "in" / "a.mp4", tmp_path / "out", opts, show_progress=False)
+    assert pipe.stats.encodes == 2 * 4  # 2 temporal windows x 2x2 tiles
     assert len(n_model_encodes) == 8
 
 
@@ -103,20 +111,19 @@ def test_skip_existing_skips_complete_and_redoes_truncated(pipe, tmp_path, caplo
     make_clip(tmp_path / "in" / "a.mp4", n=5, h=32, w=32)
     make_clip(tmp_path / "in" / "b.mp4", n=5, h=32, w=32, seed=1)
     out = tmp_path / "out"
-    opts = RestoreOptions(outputs=["base", "base+draft_3"], windows=SMALL_WINDOWS,
-                          skip_existing=True)
+    opts = step1_config(["base", "base+draft_3"], skip_existing=True)
     assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     # truncate one output of b
     trunc = out / "base+draft_3" / "b.mp4"
     frames = video_io.read_video(trunc)
     video_io.write_video(trunc, frames[:3], fps=24)
     kept = {p: p.stat().st_mtime_ns for p in out.rglob("*.mp4") if p != trunc}
-    pipe.encode_calls = 0
+    pipe.stats.reset()
     caplog.clear()
     with caplog.at_level("INFO", logger="Wan_SR"):
         assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     logs = caplog.messages
-    assert pipe.encode_calls == 1  # only b, one window x one tile
+    assert pipe.stats.encodes == 1  # only b, one window x one tile
     assert video_io.probe(trunc).num_frames == 5
     assert all(p.stat().st_mtime_ns == m for p, m in kept.items())
     assert any("a: outputs complete, skipped" in l for l in logs)
@@ -147,8 +154,7 @@ def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, caplog):
     make_clip(tmp_path / "in" / "good.mp4", n=5, h=32, w=32)
     (tmp_path / "in" / "bad.mp4").write_bytes(b"this is not a video" * 50)
     out = tmp_path / "out"
-    rc = restore_folder(pipe, tmp_path / "in", out,
-                        RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS))
+    rc = restore_folder(pipe, tmp_path / "in", out, step1_config(["base"]))
     assert rc == 1
     err = "\n".join(r.levelname + " " + r.getMessage() for r in caplog.records)
     assert "ERROR bad: " in err
@@ -172,7 +178,7 @@ def test_frame_folder_input_upscale_and_audio(pipe, tmp_path):
                     str(src)], check=True)
     assert video_io.probe(src).has_audio
     out = tmp_path / "out"
-    opts = RestoreOptions(outputs=["base"], windows=SMALL_WINDOWS, upscale=2.0)
+    opts = step1_config(["base"], upscale=2.0)
     assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
     info = video_io.probe(out / "base" / "frames.mp4")
     assert (info.num_frames, info.width, info.height, info.rate) == (6, 48, 32, "30/1")

@@ -134,29 +134,34 @@ def test_step1_no_tags_uses_the_prompt_alone(tiny_paths, tiny_root, tmp_path, fo
     assert forced == [] and encoded == [DEFAULT_PROMPT]
 
 
-def tagged_pipe(tiny_paths, tiny_root, tmp_path):
+def tagged_pipe(tiny_paths, tiny_root, tmp_path, seed=0):
+    """A pipeline and the per-clip prompts of a tagged run (seed: the frame draw's)."""
+    from Wan_SR.models.tagger import ClipPrompts
+    from Wan_SR.models.text import PromptEncoder
     from Wan_SR.models.wan import resolve_wan_files
     from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig
 
     ram, dape = ram_files(tiny_root)
-    return PSSRPipeline.from_files(
-        resolve_wan_files(str(tiny_paths["wan_dir"])), tiny_paths["base"], tiny_paths["draft"],
-        prompt="p", negative_prompt="n", config=SamplingConfig(timestep_draft_list=(599.0,)),
-        device="cpu", dtype=torch.float32, cache_dir=str(tmp_path / "pc"),
-        tagger=load_tagger(ram, dape))
+    files = resolve_wan_files(str(tiny_paths["wan_dir"]))
+    text = PromptEncoder(files.t5, files.tokenizer, cache_dir=str(tmp_path / "pc"))
+    pipe = PSSRPipeline.from_files(
+        files, tiny_paths["base"], tiny_paths["draft"], prompt="p", negative_prompt="n",
+        config=SamplingConfig(timestep_draft_list=(599.0,)), device="cpu", dtype=torch.float32,
+        text=text)
+    return pipe, ClipPrompts("p", load_tagger(ram, dape), text, seed=seed)
 
 
 def test_pipeline_context_is_the_tagged_prompts_embedding(tiny_paths, tiny_root, tmp_path,
                                                           forced, names):
     from Wan_SR.runs.step1 import restore
 
-    pipe = tagged_pipe(tiny_paths, tiny_root, tmp_path)
+    pipe, prompts = tagged_pipe(tiny_paths, tiny_root, tmp_path, seed=3)
     frames = make_clip(tmp_path / "c.mp4", 5)
-    out = restore(pipe, frames, outputs=["base"], tag_seed=3)
+    out = restore(pipe, frames, outputs=["base"], prompts=prompts)
     assert out["base"].shape == frames.shape
     want = "p, " + ", ".join(names[i] for i in ON)
     assert pipe.prompt == want
-    assert torch.equal(pipe.context, pipe.text.encode(want).to(pipe.context.dtype))
+    assert torch.equal(pipe.context, prompts.text.encode(want).to(pipe.context.dtype))
     assert np.array_equal(forced[0], frames[pick_frame(5, seed=3)])
 
 
@@ -165,14 +170,16 @@ def test_a_video_split_across_processes_is_tagged_once(tiny_paths, tiny_root, tm
     """The path every process takes for one long video (here one process): tagged once, by the
     main process, before the windows are shared out."""
     from Wan_SR.core.options import WindowOptions
-    from Wan_SR.runs import step1
+    from Wan_SR.runs.step1 import restore_video
+    from test_step1 import step1_config
 
-    pipe = tagged_pipe(tiny_paths, tiny_root, tmp_path)
+    pipe, prompts = tagged_pipe(tiny_paths, tiny_root, tmp_path, seed=5)
     frames = make_clip(tmp_path / "a.mp4", 9, h=32, w=32)
-    opts = step1.RestoreOptions(outputs=["base"], tag_seed=5, windows=WindowOptions(
+    opts = step1_config(["base"], seed=5, windows=WindowOptions(
         window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32, overlap_w=16))
-    out, made = step1.restore_video_split(pipe, tmp_path / "a.mp4", tmp_path / "out", opts,
-                                          video_io.probe(tmp_path / "a.mp4"), None, "a")
+    out, made = restore_video(pipe, tmp_path / "a.mp4", tmp_path / "out", opts,
+                              info=video_io.probe(tmp_path / "a.mp4"), name="a",
+                              prompts=prompts, together=True)
     assert made == 9 and list(out) == ["base"]
     assert len(forced) == 1 and np.array_equal(forced[0], frames[pick_frame(9, seed=5)])
     assert pipe.prompt == "p, " + ", ".join(names[i] for i in ON)

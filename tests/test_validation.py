@@ -7,8 +7,8 @@ import pytest
 
 from Wan_SR.core.options import WindowOptions
 from Wan_SR.data import video_io
-from Wan_SR.runs.step1 import RestoreOptions, restore_folder
-from test_step1 import make_clip
+from Wan_SR.runs.step1 import restore_folder
+from test_step1 import make_clip, step1_config
 
 SMALL = WindowOptions(window_t=5, overlap_t=1, window_h=32, overlap_h=16, window_w=32,
                       overlap_w=16)
@@ -140,7 +140,7 @@ def test_name_clash_gives_two_outputs(pipe, tmp_path, caplog):
     out = tmp_path / "out"
     with caplog.at_level("INFO", logger="Wan_SR"):
         assert restore_folder(pipe, tmp_path / "in", out,
-                              RestoreOptions(outputs=["base"], windows=SMALL)) == 0
+                              step1_config(["base"], windows=SMALL)) == 0
     got = sorted(p.name for p in (out / "base").glob("*.mp4"))
     assert got == ["t_mkv.mp4", "t_mp4.mp4"]
     assert video_io.probe(out / "base" / "t_mp4.mp4").num_frames == 5
@@ -178,15 +178,15 @@ def test_eval_with_unwritable_out_fails_before_scoring(tmp_path, monkeypatch, ca
 def test_skip_existing_redoes_outputs_of_other_settings(pipe, tmp_path, caplog):
     make_clip(tmp_path / "in" / "a.mp4", n=5, h=32, w=32)
     out = tmp_path / "out"
-    opts = RestoreOptions(outputs=["base"], windows=SMALL, skip_existing=True)
+    opts = step1_config(["base"], windows=SMALL, skip_existing=True)
     assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
-    pipe.encode_calls = 0
+    pipe.stats.reset()
     assert restore_folder(pipe, tmp_path / "in", out, opts) == 0
-    assert pipe.encode_calls == 0  # same settings: skipped
-    opts2 = RestoreOptions(outputs=["base"], windows=SMALL, skip_existing=True, upscale=2.0)
+    assert pipe.stats.encodes == 0  # same settings: skipped
+    opts2 = step1_config(["base"], windows=SMALL, skip_existing=True, upscale=2.0)
     with caplog.at_level("WARNING", logger="Wan_SR"):
         assert restore_folder(pipe, tmp_path / "in", out, opts2) == 0
-    assert pipe.encode_calls > 0 and "other settings" in caplog.text
+    assert pipe.stats.encodes > 0 and "other settings" in caplog.text
     info = video_io.probe(out / "base" / "a.mp4")
     assert (info.width, info.height) == (64, 64)
 
@@ -209,7 +209,7 @@ def test_no_partial_file_survives_an_interrupt(pipe, tmp_path, monkeypatch):
     monkeypatch.setattr(pipe, "run_tile", interrupted)
     with pytest.raises(KeyboardInterrupt):
         restore_folder(pipe, tmp_path / "in", out,
-                       RestoreOptions(outputs=["base", "base+draft_1"], windows=SMALL))
+                       step1_config(["base", "base+draft_1"], windows=SMALL))
     assert len(calls) == 2
     assert not stale.exists()
     assert not [p for p in out.rglob("*") if "partial" in p.name]

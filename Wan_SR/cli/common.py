@@ -7,10 +7,11 @@ import argparse
 import ast
 import dataclasses
 import os
+import typing
 from pathlib import Path
 from typing import Optional
 
-from Wan_SR.core.options import LogOptions, parse_fps
+from Wan_SR.core.options import DeviceOptions, LogOptions, parse_fps
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -52,9 +53,10 @@ _TYPES = {"int": int, "float": float, "str": str, "Optional[float]": float,
 
 def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dict] = None,
                 bools=None) -> None:
-    """One ``--name`` per field of the dataclass ``cls``: help from the field's metadata, the
-    default from ``defaults`` (an instance) or the field. ``bool`` fields become flags, or, with
-    ``bools`` (a parser such as str2bool), options taking True/False."""
+    """One ``--name`` per field of the dataclass ``cls``: help, choices and the value parser
+    (``type``) from the field's metadata, the default from ``defaults`` (an instance) or the
+    field. ``bool`` fields become flags, or, with ``bools`` (a parser such as str2bool), options
+    taking True/False."""
     inst = defaults if defaults is not None else cls()
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -68,7 +70,8 @@ def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dic
             else:
                 group.add_argument(f"--{f.name}", action="store_true", **kw)
             continue
-        typ = (types or {}).get(f.name) or _TYPES.get(str(f.type), str)
+        typ = ((types or {}).get(f.name) or f.metadata.get("type")
+               or _TYPES.get(str(f.type), str))
         if f.name == "fps":
             typ = _fps_arg
         if "choices" in f.metadata:
@@ -82,9 +85,16 @@ def options_from_args(cls, args):
                   if hasattr(args, f.name)})
 
 
+def config_from_args(cls, args):
+    """A config whose fields are option dataclasses (e.g. ``Step1Config``), each filled by
+    :func:`options_from_args`."""
+    types = typing.get_type_hints(cls)
+    return cls(**{f.name: options_from_args(types[f.name], args)
+                  for f in dataclasses.fields(cls)})
+
+
 def add_device_arg(group) -> None:
-    group.add_argument("--device", default=None,
-                       help="cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+    add_options(group, DeviceOptions)
 
 
 def add_log_args(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,8 @@ DEFAULT_NEGATIVE_PROMPT = (
 
 
 FINAL = "final"  # step 1's output of the frequency-domain update
+WINDOW_SPACES = ("pixel", "latent")
+ATTENTION_CHOICES = ("auto", "cudnn", "flash", "efficient", "math")
 
 
 def branch_names(num_draft_steps: int) -> list[str]:
@@ -185,8 +187,11 @@ class OutputOptions:
     def validate(self) -> None:
         if not 0 <= self.save_quality <= 10:
             raise ValueError("--save_quality must be in 0..10")
-        if self.fps is not None:
-            parse_fps(self.fps)
+        self.rate()
+
+    def rate(self) -> Optional[float]:
+        """``fps`` as a number (None: the input's own rate)."""
+        return parse_fps(self.fps) if self.fps is not None else None
 
 
 @dataclass
@@ -199,6 +204,111 @@ class SplitOptions:
                              "larger than an equal share of the work (so for every video when "
                              "there are fewer videos than processes), videos for the rest",
                      choices=("auto", "videos", "windows"))
+
+
+@dataclass
+class DeviceOptions:
+    device: Optional[str] = opt(None, "cuda, cuda:N or cpu (default: cuda when available, else cpu)")
+
+
+@dataclass
+class SpeedOptions(DeviceOptions):
+    """Step 1's device and GPU speed switches (:mod:`Wan_SR.sampling.speed`, docs/method.md,
+    "Performance"); none of them decides the outputs beyond bf16 noise."""
+    attention: str = opt("auto", "scaled-dot-product attention kernel of the DiT (auto: cuDNN "
+                                 "first)", choices=ATTENTION_CHOICES)
+    compile: bool = opt(False, "torch.compile the DiT blocks (about 10 s once per run, ~13%% "
+                               "faster DiT)")
+    deterministic: bool = opt(False, "the same output bits in every run and with any number of "
+                                     "GPUs: cuDNN picks convolution kernels by rule instead of "
+                                     "timing them per process (about 6%% slower on long clips, "
+                                     "faster on short ones)")
+    no_channels_last: bool = opt(False, "keep the VAE in channels-first layout (channels-last is "
+                                        "~20%% faster on GPU)")
+    low_memory: bool = opt(False, "for 24 GB cards and 1080p: VAE in spatial tiles (slightly "
+                                  "different values near tile seams) and the DiTs kept on the "
+                                  "CPU between steps (pixel windows only); with tags, the tagger "
+                                  "and the text encoder wait on the CPU between clips")
+
+
+def name_list(text: str) -> list[str]:
+    """'base, final' -> ['base', 'final'] (blank entries dropped)."""
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+@dataclass
+class FolderOptions:
+    """Step 1's input and output folders."""
+    input_dir: str = opt("videos_for_test/input", "folder of videos (any format ffmpeg reads) "
+                                                  "and/or folders of png/jpg frames")
+    output_dir: str = opt("videos_for_test/output_step_1",
+                          "gets one sub-folder per output branch and run_config.json")
+
+
+@dataclass
+class Step1Options:
+    """What step 1 writes and how it windows (docs/method.md, "Outputs", "Latent windows")."""
+    outputs: Optional[list] = opt(None, "comma list of branches to write: base, base+draft_1, "
+                                        "..., final (default: base and every base+draft_k)",
+                                  type=name_list)
+    final: bool = opt(False, "also write final/ = the frequency-domain update of base and the "
+                             "last draft branch, in the same pass (same fusion options and tiles "
+                             "as inference_step_2.py)")
+    upscale: float = opt(1.0, "bicubic resize factor applied to each input before processing; "
+                              "the model restores at the size it is given (published inputs are "
+                              "already upscaled 1280x720 clips)")
+    no_audio: bool = opt(False, "do not copy the input's audio")
+    window_space: str = opt("pixel", "pixel: the published method, every window x tile is "
+                                     "encoded and decoded on its own and blended in pixels. "
+                                     "latent (opt-in, not the published method): encode each "
+                                     "clip once, run the DiT on latent windows blended on "
+                                     "latents, decode each branch once (docs/method.md, "
+                                     "'Latent windows')", choices=WINDOW_SPACES)
+
+    def validate(self) -> None:
+        if self.upscale <= 0:
+            raise ValueError("--upscale must be positive")
+        if self.window_space not in WINDOW_SPACES:
+            raise ValueError(f"--window_space must be one of {WINDOW_SPACES}, got "
+                             f"{self.window_space!r}")
+
+    def resolve_outputs(self, num_draft_steps: int) -> list[str]:
+        """The outputs to write, in branch order: ``outputs`` (default: base and every
+        base+draft_k), plus ``final`` with ``--final``."""
+        names = branch_names(num_draft_steps)
+        allowed = names + [FINAL]
+        wanted = list(self.outputs or names) + ([FINAL] if self.final else [])
+        bad = [o for o in wanted if o not in allowed]
+        if bad:
+            raise ValueError(f"--outputs: unknown branch(es) {bad}; choose from {allowed}")
+        if FINAL in wanted and num_draft_steps == 0:
+            raise ValueError("'final' needs at least one draft step (--timestep_draft_list is "
+                             "empty)")
+        return [o for o in allowed if o in wanted]
+
+
+@dataclass
+class Step1Config:
+    """Everything step 1 runs with: built once (from the command line, or in code) and passed
+    down unchanged; ``run_config.json`` holds it as data (``dataclasses.asdict``)."""
+    folders: FolderOptions = field(default_factory=FolderOptions)
+    step1: Step1Options = field(default_factory=Step1Options)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    models: PSSRModelOptions = field(default_factory=PSSRModelOptions)
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    windows: WindowOptions = field(default_factory=WindowOptions)
+    fusion: FusionOptions = field(default_factory=FusionOptions)
+    processes: SplitOptions = field(default_factory=SplitOptions)
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
+
+    def validate(self) -> None:
+        """Every check that needs neither files nor models (ValueError naming the option)."""
+        for part in (self.sampling, self.windows, self.fusion, self.output, self.step1):
+            part.validate()
+        if self.speed.low_memory and self.step1.window_space == "latent":
+            raise ValueError("--low_memory works with pixel windows only (drop --window_space "
+                             "latent)")
+        self.step1.resolve_outputs(len(self.sampling.timestep_draft_list))
 
 
 def parse_fps(text) -> float:

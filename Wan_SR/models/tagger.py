@@ -1,17 +1,17 @@
 """Prompt tags (docs/method.md, "Prompt"): the RAM Swin-L tagger (optionally with DAPE weights)
 names what one frame of the clip shows, and the prompt becomes ``"<prompt>, <tags>"``.
 
-Shared by step 1 (one LQ frame per clip, RAM + DAPE as published) and both trainers (one HQ
-frame per sample, RAM alone as published; ``--tag_source lq`` tags the degraded frame). The
-frame is chosen by a seeded draw, the tags come in vocabulary order, and a frame with no tag
-leaves the prompt alone (no trailing ``", "``).
+Shared by step 1 (one LQ frame per clip, RAM + DAPE as published: :class:`ClipPrompts`) and
+both trainers (one HQ frame per sample, RAM alone as published; ``--tag_source lq`` tags the
+degraded frame). The frame is chosen by a seeded draw, the tags come in vocabulary order, and a
+frame with no tag leaves the prompt alone (no trailing ``", "``).
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -93,3 +93,64 @@ class Tagger:
         """What decides the tags (recorded with a run's settings)."""
         return {"tagger": "ram+dape" if self.with_dape else "ram",
                 "num_tags": len(self.ram.tag_names)}
+
+    def use_offload(self) -> None:
+        """From now on the network waits on the CPU between frames (on a CUDA device)."""
+        if self.device.type == "cuda":
+            self.offload = True
+            self.ram.to("cpu")
+
+
+class ClipPrompts:
+    """The prompt of each clip of step 1 (docs/method.md, "Prompt"): without a tagger the run's
+    ``prompt``; with one, ``"<prompt>, <tags>"`` of one frame drawn with ``seed`` (once per
+    clip, before any window or tile), embedded by the resident text encoder ``text``
+    (:class:`~Wan_SR.models.text.PromptEncoder`: from the prompt cache when it was encoded
+    before). The pipeline receives the embedding; it does not tag."""
+
+    def __init__(self, prompt: Optional[str], tagger: Optional[Tagger] = None, text=None,
+                 seed: int = 0):
+        if tagger is not None and text is None:
+            raise ValueError("ClipPrompts: tagged prompts need a text encoder")
+        self.prompt, self.tagger, self.text, self.seed = prompt, tagger, text, seed
+
+    @property
+    def per_clip(self) -> bool:
+        """Whether clips get prompts of their own (a tagger is there)."""
+        return self.tagger is not None
+
+    def choose(self, name: str, num_frames: int, read_frame: Callable[[int], object]) -> str:
+        """The prompt of the clip ``name`` (``read_frame(i)``: its frame i)."""
+        if self.tagger is None:
+            return self.prompt
+        index = pick_frame(num_frames, seed=self.seed)
+        prompt = prompt_with_tags(self.prompt, self.tagger.tags(read_frame(index)))
+        log.info("%s: prompt (tags of frame %d): %s", name, index, prompt)
+        return prompt
+
+    def embed(self, prompt: str) -> torch.Tensor:
+        """The embedding of ``prompt`` (1, L, D)."""
+        if self.text is None:
+            raise RuntimeError("ClipPrompts: no text encoder (built without a tagger)")
+        return self.text.encode(prompt)
+
+    def describe(self) -> Optional[dict]:
+        """What decides the tags (recorded with a run's settings); None without a tagger."""
+        if self.tagger is None:
+            return None
+        return dict(self.tagger.describe(), frame_seed=self.seed)
+
+    def use_offload(self) -> None:
+        """Low-memory runs: the tagger and the text encoder wait on the CPU between clips."""
+        if self.tagger is not None:
+            self.tagger.use_offload()
+            self.text.use_offload()
+
+    def log_cost(self) -> None:
+        """What per-clip tags cost this run: tagging and the text encodes of new prompts."""
+        if self.tagger is None or not self.tagger.calls:
+            return
+        t, text = self.tagger, self.text
+        log.info("tags: %d clip(s), %.2f s tagging + %.2f s encoding %d new prompt(s) "
+                 "(%.2f s per clip)", t.calls, t.seconds, text.seconds, text.encodes,
+                 (t.seconds + text.seconds) / t.calls)

@@ -59,7 +59,7 @@ def write_run_config(output_dir, script: str, settings: dict, argv=None, **extra
         "settings": _jsonable(settings),
         "written": _now(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        **extra,
+        **{k: _jsonable(v) for k, v in extra.items()},
     }
     return write_json_atomic(run_config_path(output_dir), data)
 
@@ -173,14 +173,15 @@ class Records:
         return path
 
 
-def start_run(script: str, settings: dict, output_dir, folders) -> Records:
+def start_run(script: str, settings: dict, output_dir, folders, **extra) -> Records:
     """Every process: this run's :class:`Records` (one run id, chosen by the main process).
     The main process removes what killed runs left in ``folders`` and writes
-    ``run_config.json`` (at the start, so an interrupted run leaves its settings too)."""
+    ``run_config.json`` (at the start, so an interrupted run leaves its settings too;
+    ``extra``: more keys, such as the run's whole config)."""
     records = Records(script, settings, on_main(new_run_id, share=True))
     if current().is_main:
         clean_stale_partials(*folders)
-        write_run_config(output_dir, script, settings, run_id=records.run_id)
+        write_run_config(output_dir, script, settings, run_id=records.run_id, **extra)
     return records
 
 

@@ -4,8 +4,9 @@ docs/method.md, "Several processes"). One process keeps everything, in input ord
 :func:`share_work` probes the inputs (each process a share, results exchanged), then decides
 the same plan on every process: the inputs restored by all processes together (split by
 windows) and, of the others, the ones this process restores whole (balanced by frames x
-pixels). :func:`finish` gathers every process's :class:`~Wan_SR.runs.common.Summary` and logs
-one summary on the main process.
+pixels). :func:`deliver` hands one video's chunks from its source to its sink, made by this
+process alone or in parts by all of them. :func:`finish` gathers every process's
+:class:`~Wan_SR.runs.common.Summary` and logs one summary on the main process.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Hashable, Sequence
 
 from Wan_SR.core.distributed import (Ranks, all_gather, assign_by_cost, current,
-                                     split_by_windows)
+                                     items_per_part, on_main, ordered_parts, split_by_windows)
+from Wan_SR.core.windows import split_parts
 from .common import Summary
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,11 @@ class Share:
     alone: list               # restored whole by this process
     probe: Callable           # key -> probe result
     probed: dict = field(default_factory=dict)   # key -> probe result or the error it raised
+
+    def jobs(self) -> list:
+        """``(key, together)`` of every input this process works on: first those every
+        process restores together, then its own."""
+        return [(k, True) for k in self.together] + [(k, False) for k in self.alone]
 
     def info(self, key):
         """The probe result of ``key``; raises the error probing it raised."""
@@ -65,6 +72,49 @@ def share_work(keys: Sequence[Hashable], probe: Callable, cost: Callable,
                   [k for k in keys if owner.get(k) == r.rank], probe, probed)
     _log_plan(r, keys, together, owner, rest)
     return share
+
+
+def deliver(source, sink, together: bool = False) -> None:
+    """Every chunk of ``source`` (``num_parts``, ``chunks(part, note)``) rendered by ``sink``
+    (``render``, ``write``, ``note``) and written in frame order. ``together``: part ``i`` is
+    made and rendered by process ``i % size`` and written by the main process
+    (:func:`Wan_SR.core.distributed.ordered_parts`); a failure anywhere raises on every
+    process."""
+    def produce(part):
+        return map(sink.render, source.chunks(part, sink.note))
+
+    if together:
+        ordered_parts(source.num_parts, produce, sink.write)
+        return
+    for part in range(source.num_parts):
+        for frames in produce(part):
+            sink.write(frames)
+
+
+def window_parts(num_windows: int, num_frames: int, frame_bytes: int,
+                 split: bool) -> list[tuple[int, int]]:
+    """The windows of one video as parts ``(first, end)``: with ``split``, contiguous parts
+    for every process (:func:`Wan_SR.core.windows.split_parts`), each holding about
+    :data:`Wan_SR.core.distributed.PART_BYTES` of output frames (``frame_bytes`` a frame);
+    else one part."""
+    if not split:
+        return [(0, num_windows)]
+    return split_parts(num_windows, current().size,
+                       items_per_part(max(1, num_frames // num_windows), frame_bytes))
+
+
+def decided(fn: Callable, together: bool):
+    """``fn()``; for an input every process works on, decided by the main process and its
+    result handed to every process (an error there is raised on every process)."""
+    return on_main(fn, share=True) if together else fn()
+
+
+def reporter(summary: Summary, together: bool) -> Summary:
+    """Where one input is reported: ``summary``, but for an input every process works on only
+    on the main process (the others report to a quiet summary of their own)."""
+    if together and not current().is_main:
+        return Summary(summary.what, quiet=True)
+    return summary
 
 
 def pixel_frames(info) -> int:

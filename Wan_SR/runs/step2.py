@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,14 +23,16 @@ from typing import Optional
 import torch
 
 from Wan_SR.core.devices import resolve_device
+from Wan_SR.core.distributed import current
 from Wan_SR.core.log import progress
 from Wan_SR.core.options import FusionOptions, OutputOptions, WindowOptions, step2_windows
-from Wan_SR.core.distributed import current, items_per_part, on_main, ordered_parts
-from Wan_SR.core.windows import new_frame_ranges, split_parts
+from Wan_SR.core.windows import new_frame_ranges
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
 from .common import Records, Summary, end_run, start_run
-from .parallel import finish, pixel_frames, share_work
+from .outputs import OutputWriters, WriterSink
+from .parallel import (decided, deliver, finish, pixel_frames, reporter, share_work,
+                       window_parts)
 
 log = logging.getLogger(__name__)
 _OUT = OutputOptions()
@@ -120,104 +123,78 @@ def check_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo
     return None
 
 
-def fused_chunks(readers, ranges, opts: Step2Options, device):
-    """Fused uint8 frames of each ``[a, b)`` of ``ranges`` (in frame order), read from the two
-    :class:`~Wan_SR.data.video_io.FrameReader` of ``readers``."""
-    reader_c, reader_s = readers
-    for a, b in ranges:
-        c = video_io.frames_to_tensor(reader_c.get(a, b - a), device)
-        s = video_io.frames_to_tensor(reader_s.get(a, b - a), device)
+class PairFrames:
+    """The frames of one pair in frame order, both inputs read alike: the new frames of each
+    temporal window at a time ({"consistent", "sharp"}: (n,3,H,W) in [0,1] on ``device``; the
+    overlap with the previous window is already fused, :func:`new_frame_ranges`). ``split``:
+    the windows cut into parts for every process (one pair of readers per process, its parts
+    in frame order)."""
+
+    def __init__(self, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
+                 windows: WindowOptions, device, split: bool = False):
+        self.infos, self.device = (info_c, info_s), device
+        n = info_c.num_frames
+        self.ranges = new_frame_ranges(n, windows.window_t, windows.overlap_t)
+        self.parts = window_parts(len(self.ranges), n, info_c.width * info_c.height * 3, split)
+        self.readers = ()
+
+    @property
+    def num_parts(self) -> int:
+        return len(self.parts)
+
+    def chunks(self, part: int, note=None):
+        if not self.readers:
+            self.readers = tuple(video_io.FrameReader(i.path, info=i, prefetch=4)
+                                 for i in self.infos)
+        a, b = self.parts[part]
+        for lo, hi in self.ranges[a:b]:
+            c, s = (video_io.frames_to_tensor(r.get(lo, hi - lo), self.device)
+                    for r in self.readers)
+            yield {"consistent": c, "sharp": s}
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+        self.readers = ()
+
+
+class FusedSink(WriterSink):
+    """The fused output of one pair (:class:`~Wan_SR.runs.outputs.WriterSink`): at the
+    consistent input's rate, with its audio. ``made``: the frames fused here."""
+
+    def __init__(self, name: str, info_c: video_io.VideoInfo, out_path: Path,
+                 opts: Step2Options, records: Records, together: bool = False):
+        audio = info_c.path if info_c.has_audio else None
+        writers = OutputWriters(records, {"fused": out_path}, info_c.num_frames, name,
+                                fps=info_c.rate, size=(info_c.width, info_c.height),
+                                quality=opts.save_quality, audio_from=audio,
+                                audio_codec=info_c.audio_codec, background=True, sar=info_c.sar)
+        super().__init__(writers, together)
+        self.fusion_kw = opts.fusion_kwargs()
+        self.made = 0
+
+    def render(self, chunk: dict) -> dict:
         with torch.inference_mode():
-            fused = fuse_video(c, s, **opts.fusion_kwargs())
-        yield video_io.tensor_to_frames(fused)
-
-
-def open_readers(info_c: video_io.VideoInfo, info_s: video_io.VideoInfo) -> tuple:
-    return (video_io.FrameReader(info_c.path, info=info_c, prefetch=4),
-            video_io.FrameReader(info_s.path, info=info_s, prefetch=4))
-
-
-def open_writer(info_c: video_io.VideoInfo, out_path: Path, opts: Step2Options,
-                records: Records):
-    audio = info_c.path if info_c.has_audio else None
-    return records.open_writer(out_path, fps=info_c.rate, size=(info_c.width, info_c.height),
-                               quality=opts.save_quality, audio_from=audio,
-                               audio_codec=info_c.audio_codec, background=True, sar=info_c.sar)
-
-
-def close_writer(writer, name: str, n: int, records: Records):
-    """Check the frame count, then close (the output appears under its name) and record it."""
-    if writer.frames_written != n:
-        raise video_io.VideoError(f"{name}: wrote {writer.frames_written} of {n} frames")
-    return records.close_writer(writer)
-
-
-def default_records(opts: Step2Options, records: Optional[Records]) -> Records:
-    """``records``, or new ones with the settings of ``opts``."""
-    return records or Records(SCRIPT, opts.settings())
+            fused = fuse_video(chunk["consistent"], chunk["sharp"], **self.fusion_kw)
+        frames = video_io.tensor_to_frames(fused)
+        self.made += frames.shape[0]
+        return {"fused": frames}
 
 
 def fuse_pair(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo, out_path: Path,
-              opts: Step2Options, device: torch.device, records: Optional[Records] = None
-              ) -> int:
-    """Stream one pair through the fusion into ``out_path`` (with its record, see
-    :func:`default_records`); returns the frames written.
-    The overlap of a window with the previous one is already fused: each window reads and
-    fuses only its new frames (:func:`Wan_SR.core.windows.new_frame_ranges`)."""
-    n = info_c.num_frames
-    records = default_records(opts, records)
-    readers = open_readers(info_c, info_s)
-    bar = progress(total=n, desc=name, unit="frame")
-    try:
-        with open_writer(info_c, out_path, opts, records) as writer:
-            for frames in fused_chunks(readers, new_frame_ranges(n, opts.windows.window_t,
-                                                                 opts.windows.overlap_t),
-                                       opts, device):
-                writer.write(frames)
-                bar.update(frames.shape[0])
-            close_writer(writer, name, n, records)
-    finally:
-        bar.close()
-        for r in readers:
-            r.close()
-    return n
-
-
-def fuse_pair_split(name: str, info_c: video_io.VideoInfo, info_s: video_io.VideoInfo,
-                    out_path: Path, opts: Step2Options, device: torch.device,
-                    records: Optional[Records] = None) -> int:
-    """:func:`fuse_pair` with every process: the windows' new frames are cut into contiguous
-    parts, part ``i`` fused by process ``i % size`` and written in order by the main process
-    (the same chunks, so the same frames). Returns the frames this process fused; raises on
-    every process when a part failed."""
-    n = info_c.num_frames
-    records = default_records(opts, records)
-    ranges = new_frame_ranges(n, opts.windows.window_t, opts.windows.overlap_t)
-    size = current().size
-    parts = split_parts(len(ranges), size,
-                        items_per_part(max(1, n // len(ranges)), info_c.width * info_c.height * 3))
-    state = {"made": 0}
-
-    def produce(i):
-        if "readers" not in state:  # one pair of readers per process, parts in frame order
-            state["readers"] = open_readers(info_c, info_s)
-        a, b = parts[i]
-        for frames in fused_chunks(state["readers"], ranges[a:b], opts, device):
-            state["made"] += frames.shape[0]
-            yield {"frames": frames}
-
-    writer = on_main(lambda: open_writer(info_c, out_path, opts, records))
-    try:
-        ordered_parts(len(parts), produce, lambda item: writer.write(item["frames"]))
-        on_main(lambda: close_writer(writer, name, n, records))
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        for r in state.get("readers", ()):
-            r.close()
-    return state["made"]
+              opts: Step2Options, device: torch.device, records: Optional[Records] = None,
+              together: bool = False) -> int:
+    """Stream one pair through the fusion into ``out_path``, with its record (``records``:
+    default new ones with the settings of ``opts``). ``together``: every process calls this
+    for the same pair and fuses a share of its windows, written in order by the main process
+    (the same chunks, so the same frames). Returns the frames fused here; raises (on every
+    process, with ``together``) when anything failed, leaving no partial output."""
+    records = records or Records(SCRIPT, opts.settings())
+    with closing(PairFrames(info_c, info_s, opts.windows, device, split=together)) as source, \
+            FusedSink(name, info_c, out_path, opts, records, together) as sink:
+        deliver(source, sink, together)
+        sink.close()
+    return sink.made
 
 
 def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
@@ -234,7 +211,8 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
     for msg in problems:
         log.warning("skipped: %s", msg)
     output_dir = Path(output_dir)
-    records = start_run(SCRIPT, opts.settings(), output_dir, [output_dir])
+    records = start_run(SCRIPT, opts.settings(), output_dir, [output_dir],
+                        config=dataclasses.asdict(opts))
     main = current().is_main
     t_run = time.perf_counter()
     paths = {name: (path_c, path_s) for name, path_c, path_s in pairs}
@@ -243,11 +221,10 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
     summary = Summary("step 2")
     if main:
         summary.problems += problems
-    jobs = [(name, True) for name in share.together] + [(name, False) for name in share.alone]
+    jobs = share.jobs()
     for name, together in progress(jobs, desc="videos", unit="video", leave=True) \
             if len(jobs) > 1 else jobs:
-        # a pair fused by every process together is reported by the main process only
-        report = summary if main or not together else Summary(summary.what, quiet=True)
+        report = reporter(summary, together)
         out_path = output_dir / f"{name}.mp4"
         try:
             info_c, info_s = share.info(name)
@@ -255,13 +232,12 @@ def run_step2(consistent_dir, sharp_dir, output_dir, opts: Step2Options) -> int:
             report.problems.append(str(e))
             log.warning("skipped: %s: %s", name, e)
             continue
-        skip = partial(skip_pair, name, info_c, info_s, out_path, opts, records, report)
-        if on_main(skip, share=True) if together else skip():  # together: the main decides
+        if decided(partial(skip_pair, name, info_c, info_s, out_path, opts, records, report),
+                   together):
             continue
         t0 = time.perf_counter()
         try:
-            made = (fuse_pair_split if together else fuse_pair)(name, info_c, info_s, out_path,
-                                                                opts, device, records)
+            made = fuse_pair(name, info_c, info_s, out_path, opts, device, records, together)
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
             report.fail(name, e)
             continue

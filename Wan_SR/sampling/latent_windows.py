@@ -1,16 +1,17 @@
 """Step 1 with windows in latent space (opt-in: ``--window_space latent``; docs/method.md,
-"Latent windows"). The video loop is ``Wan_SR.runs.step1.restore_video_latent``.
+"Latent windows"). The video loop is ``Wan_SR.runs.step1.sources.LatentWindows``.
 
 Each clip is encoded ONCE by the causal VAE, the DiT (base step + the needed draft steps) runs
 on overlapping latent windows x latent tiles, the x0 latents of each branch are blended into one
 latent volume, and each needed branch is decoded ONCE. Every frame is therefore encoded once and
 decoded once per branch, whatever the window overlaps (the published pixel-window mode of docs/method.md §6,
-``Wan_SR.runs.step1``, encodes and decodes a frame once per window x tile it falls in).
+``Wan_SR.runs.step1.sources.PixelWindows``, encodes and decodes a frame once per window x tile
+it falls in).
 
 1. Streamed encode: the whole clip, padded to 4n+1 frames (last frame repeated) and H, W to
    multiples of 16 (edge replication, :func:`pipeline.pad_frames`), is fed to the VAE encoder chunk
-   by chunk (:mod:`Wan_SR.models.vae_stream`), so the full-resolution video is never in memory.
-   Equals ``pipe.encode(whole padded clip)`` to float tolerance.
+   by chunk (:meth:`PSSRPipeline.encode_streamed`), so the full-resolution video is never in
+   memory. Equals ``pipe.encode(whole padded clip)`` to float tolerance.
 2. Latent windows: temporal window ``(window_t - 1)//4 + 1`` latents with overlap ``overlap_t//4``;
    spatial tiles of ``2*ceil(window_h/16)`` x ``2*ceil(window_w/16)`` latents (the latent size of a
    pixel-mode tile after its /16 padding; even, as the DiT's 2x2 patch needs) with overlap
@@ -21,7 +22,8 @@ decoded once per branch, whatever the window overlaps (the published pixel-windo
 4. Streamed decode: one latent frame at a time, like ``VideoVAE_.decode`` (1 frame for the first
    latent, 4 after), each chunk mapped to [0, 1], cropped to the clip and written at once. With
    ``final``, base and the last draft branch are decoded in lockstep so the step-2 fusion runs
-   per chunk; other branches are decoded one after the other. Equals ``pipe.decode(volume)``.
+   per chunk; other branches are decoded one after the other
+   (:meth:`PSSRPipeline.decode_streamed`). Equals ``pipe.decode(volume)``.
 
 Documented differences from the published pixel-window mode:
 - The causal VAE sees the whole clip: only the clip's first latent encodes a single frame; a
@@ -44,33 +46,12 @@ With one window and one tile covering the clip, both modes compute the same thin
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Sequence
 
 import torch
 
-from Wan_SR.core.options import WindowOptions, branch_names
+from Wan_SR.core.options import WindowOptions
 from Wan_SR.core.windows import ramp_1d, tile_boxes, tile_weight, window_starts
-from Wan_SR.models.vae_stream import StreamDecoder, decode_in_lockstep, encode_chunks
-
-
-def encode_streamed(pipe, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
-    """The pipeline's VAE on a chunked clip (:func:`Wan_SR.models.vae_stream.encode_chunks`);
-    counts as one ``pipe.encode`` call."""
-    pipe.encode_calls += 1
-    return encode_chunks(pipe.vae, chunks, device=pipe.device, dtype=pipe.dtype,
-                         memory_format=pipe._memory_format)
-
-
-def decode_streamed(pipe, volumes: dict, num_frames: int, height: int,
-                    width: int) -> Iterator[dict]:
-    """Decode the latent volumes {branch: (1,16,T',h,w)} in lockstep, yielding {branch: (n,3,H,W)}
-    chunks in [0,1] cropped to ``num_frames`` x ``height`` x ``width``; one ``pipe.decode``
-    call per branch."""
-    decs = {}
-    for b, z in volumes.items():
-        decs[b] = StreamDecoder(pipe.vae, z, device=pipe.device, memory_format=pipe._memory_format)
-        pipe.decode_calls += 1
-    return decode_in_lockstep(decs, num_frames, height, width)
 
 
 def latent_windows(z_shape: Sequence[int], windows: WindowOptions):
@@ -89,7 +70,7 @@ def sample_windows(pipe, z_l: torch.Tensor, branches: Sequence[str], windows: Wi
                    on_tile=None) -> dict:
     """Base + draft steps on every latent window x tile of ``z_l`` and blended x0 latents:
     {branch: (1,16,T',h,w)} for ``branches``. One window and one tile give the DiT's own x0."""
-    names = branch_names(len(pipe.config.timestep_draft_list))
+    names = pipe.branch_names()
     idx = {b: names.index(b) for b in branches}
     need = max(idx.values())
     starts, lt, lo, boxes, ov_h, ov_w = latent_windows(z_l.shape, windows)

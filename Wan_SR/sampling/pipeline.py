@@ -3,18 +3,21 @@
 
 ``PSSRPipeline.run_tile`` pads a tile to 4n+1 frames and /16 sizes, encodes it ONCE, makes the
 base step and as many draft steps as the requested branches need, decodes only those branches
-and crops back.
+and crops back. ``encode_streamed`` / ``decode_streamed`` are the same VAE passes over a whole
+clip fed chunk by chunk (the latent windows, :mod:`Wan_SR.sampling.latent_windows`).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from Wan_SR.core.options import DEFAULT_K_SELECT, SamplingOptions, branch_names
+from Wan_SR.models.vae_stream import StreamDecoder, decode_in_lockstep, encode_chunks
 from .speculative import base_step, draft_steps
 from .speed import attention_context
 from .timeline import FlowTimeline
@@ -63,40 +66,64 @@ def pad_tile(video: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tup
     return pad_frames(video, *padded_shape(T, H, W, multiple)), (T, H, W)
 
 
+@dataclass
+class PipelineStats:
+    """How many VAE passes a pipeline made (a streamed pass counts as one): what tests and
+    benchmarks count. Only the pipeline's own methods add to it."""
+    encodes: int = 0
+    decodes: int = 0
+
+    def reset(self) -> None:
+        self.encodes = self.decodes = 0
+
+
 class PSSRPipeline:
-    """Holds the VAE, the base DiT (``base.safetensors`` merged), the draft and the prompt context."""
+    """What sampling one tile needs: the VAE, the base DiT (``base.safetensors`` merged), the
+    draft, the prompt context (positive, and negative for guidance), the sampling config, and
+    the speed switches of the VAE and the DiTs.
+
+    The prompt of a clip is chosen outside (:class:`Wan_SR.models.tagger.ClipPrompts`); the
+    pipeline receives its embedding through :meth:`use_context`. ``prompt`` names the text of
+    the current context (None when built from a bare context)."""
 
     def __init__(self, vae, base_dit, draft, context: torch.Tensor,
                  negative_context: Optional[torch.Tensor], config: SamplingConfig,
-                 device="cpu", dtype=torch.float32, attention: str = "auto"):
+                 device="cpu", dtype=torch.float32, attention: str = "auto",
+                 prompt: Optional[str] = None, vae_fast: Optional[bool] = None):
         from ..models.draft import select_blocks
 
         self.vae, self.base, self.draft = vae, base_dit, draft
         self.device, self.dtype = torch.device(device), dtype
+        self.prompt = prompt
         self.context = context.to(self.device, dtype)
         self.negative_context = (negative_context.to(self.device, dtype)
                                  if negative_context is not None else None)
-        self.config = config
         if getattr(draft, "block_ids", None):
             # the draft decides which base features it needs (its file records them)
-            config.record_blocks = list(draft.block_ids)
-            config.k_select = getattr(draft, "k_select", None) or config.k_select
+            config = dataclasses.replace(config, record_blocks=list(draft.block_ids),
+                                         k_select=getattr(draft, "k_select", None)
+                                         or config.k_select)
         if not config.record_blocks:
             k = DEFAULT_K_SELECT if config.k_select is None else config.k_select
-            config.record_blocks = select_blocks(len(base_dit.blocks), k)
+            config = dataclasses.replace(config,
+                                         record_blocks=select_blocks(len(base_dit.blocks), k))
+        self.config = config
         self.timeline = FlowTimeline(sigma_max=config.denoising_strength)
         self.attention = attention
+        self.vae_fast = vae_fast     # None: the fast VAE path on CUDA (models/vae_fast.py)
         self.channels_last = False
         self.vae_tiles = None        # (tile, stride) in latent pixels when VAE tiling is on
         self.offload = False         # DiTs live on the CPU and visit the device for their step
-        self.vae_fast = None         # None: the fast VAE path on CUDA (models/vae_fast.py)
-        self.encode_calls = 0
-        self.decode_calls = 0
-        self.prompt: Optional[str] = None  # set by from_files (recorded in run_config.json)
-        # per-clip tags (docs/method.md, "Prompt"): the tagger and the resident text encoder
-        self.base_prompt: Optional[str] = None
-        self.tagger = None
-        self.text = None
+        self.stats = PipelineStats()
+
+    def branch_names(self) -> list[str]:
+        """The branches this pipeline makes: base and base+draft_k for every draft step."""
+        return branch_names(len(self.config.timestep_draft_list))
+
+    def use_context(self, context: torch.Tensor, prompt: Optional[str] = None) -> None:
+        """Sample from now on with the prompt embedding ``context`` (of the text ``prompt``)."""
+        self.context = context.to(self.device, self.dtype)
+        self.prompt = prompt
 
     def optimize(self, compile: bool = False, channels_last: bool = True,
                  compile_vae: bool = False, deterministic: bool = False) -> "PSSRPipeline":
@@ -124,15 +151,9 @@ class PSSRPipeline:
         """Low-memory mode (24 GB cards, 1080p): the VAE works in spatial tiles (diffsynth's
         tiled encode/decode, results blended on the CPU; values differ slightly from untiled
         near tile seams), and with ``offload`` the base and draft DiTs stay on the CPU and
-        move to the device only for their step."""
+        move to the device only for their step (on CUDA)."""
         self.vae_tiles = (tuple(vae_tile), tuple(vae_stride))
         self.offload = offload and self.device.type == "cuda"
-        if self.offload and self.tagger is not None:
-            # per-clip tagging: the tagger and the umT5 encoder wait on the CPU between clips
-            self.tagger.offload = True
-            self.tagger.ram.to("cpu")
-            if self.text is not None:
-                self.text.use_offload()
         if self.offload:
             self.base.to("cpu")
             self.draft.to("cpu")
@@ -154,7 +175,11 @@ class PSSRPipeline:
     def from_files(cls, wan_files, base_path, draft_path, *, prompt: str, negative_prompt: str,
                    config: SamplingConfig, device="cpu", dtype=torch.bfloat16,
                    cache_dir: Optional[str] = None, num_heads: Optional[int] = None,
-                   attention: str = "auto", tagger=None):
+                   attention: str = "auto", text=None):
+        """Load the models of the official files and the PS-SR checkpoints, and the embeddings
+        of ``prompt`` (and ``negative_prompt`` with guidance). ``text``: the
+        :class:`~Wan_SR.models.text.PromptEncoder` to embed with, left loaded for the caller
+        (per-clip prompts); default: one made here and freed after these two prompts."""
         from ..models.draft import load_draft
         from ..models.lora import load_base_checkpoint
         from ..models.text import PromptEncoder
@@ -162,12 +187,13 @@ class PSSRPipeline:
 
         # fail early on every missing file at once, before the slow loads
         require_files(wan_files, base_path, draft_path)
-        enc = PromptEncoder(wan_files.t5, wan_files.tokenizer, cache_dir=cache_dir, device=device)
+        enc = text or PromptEncoder(wan_files.t5, wan_files.tokenizer, cache_dir=cache_dir,
+                                    device=device)
         context = enc.encode(prompt)
         negative = enc.encode(negative_prompt) if config.cfg_scale != 1.0 else None
         if enc.encoder_loads:
             log.info("prompt embedding computed and cached")
-        if tagger is None:
+        if text is None:
             enc.release()
         base = load_dit(wan_files.dit, dtype=dtype, device=device, num_heads=num_heads)
         load_base_checkpoint(base, base_path)
@@ -176,44 +202,15 @@ class PSSRPipeline:
                            num_heads=num_heads or base.config["num_heads"], dtype=dtype,
                            device=device)
         vae = load_vae(wan_files.vae, dtype=dtype, device=device)
-        pipe = cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
-                   attention=attention)
-        pipe.prompt = pipe.base_prompt = prompt
-        if tagger is not None:  # tagged prompts are encoded per clip: keep the encoder
-            pipe.tagger, pipe.text = tagger, enc
-        return pipe
-
-    def tagged_prompt(self, frame) -> str:
-        """``"<prompt>, <tags of frame>"`` (the prompt alone without a tagger)."""
-        from ..models.tagger import prompt_with_tags
-
-        if self.tagger is None:
-            return self.base_prompt or self.prompt
-        return prompt_with_tags(self.base_prompt, self.tagger.tags(frame))
-
-    def use_prompt(self, prompt: str) -> None:
-        """Sample the next clip with ``prompt`` (its embedding from the prompt cache, or encoded
-        once by the resident text encoder)."""
-        if prompt != self.prompt:
-            if self.text is None:
-                raise RuntimeError("use_prompt: this pipeline keeps no text encoder (it was "
-                                   "built without a tagger)")
-            self.context = self.text.encode(prompt).to(self.device, self.dtype)
-            self.prompt = prompt
-
-    def tag_clip(self, frame) -> str:
-        """Tag one frame of the next clip and use the tagged prompt for it. No-op without a
-        tagger. Returns the prompt used."""
-        if self.tagger is not None:
-            self.use_prompt(self.tagged_prompt(frame))
-        return self.prompt
+        return cls(vae, base, draft, context, negative, config, device=device, dtype=dtype,
+                   attention=attention, prompt=prompt)
 
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(T,3,H,W) in [0,1] -> latents (1,16,T',H/8,W/8)."""
         from ..models.wan import vae_encode
 
-        self.encode_calls += 1
+        self.stats.encodes += 1
         x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
         if self.vae_tiles:
             tile, stride = self.vae_tiles
@@ -225,7 +222,7 @@ class PSSRPipeline:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
         from ..models.wan import vae_decode
 
-        self.decode_calls += 1
+        self.stats.decodes += 1
         if self.vae_tiles:
             tile, stride = self.vae_tiles
             y = self.vae.decode(latents.to(self.dtype), self.device, tiled=True, tile_size=tile,
@@ -234,6 +231,25 @@ class PSSRPipeline:
         y = vae_decode(self.vae, self._memory_format(latents),
                        fast=self.vae_fast)[0].permute(1, 0, 2, 3).float()
         return (y + 1) / 2
+
+    def encode_streamed(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
+        """:meth:`encode` of a clip given as chunks (frame 0, then 4 frames at a time; see
+        :func:`Wan_SR.models.vae_stream.encode_chunks`), never holding the whole clip."""
+        self.stats.encodes += 1
+        return encode_chunks(self.vae, chunks, device=self.device, dtype=self.dtype,
+                             memory_format=self._memory_format)
+
+    def decode_streamed(self, volumes: dict, num_frames: int, height: int,
+                        width: int) -> Iterator[dict]:
+        """:meth:`decode` of the latent volumes {branch: (1,16,T',h,w)} in lockstep, one latent
+        frame at a time: {branch: (n,3,H,W)} chunks in [0,1] cropped to ``num_frames`` x
+        ``height`` x ``width``."""
+        decoders = {}
+        for b, z in volumes.items():
+            decoders[b] = StreamDecoder(self.vae, z, device=self.device,
+                                        memory_format=self._memory_format)
+            self.stats.decodes += 1
+        return decode_in_lockstep(decoders, num_frames, height, width)
 
     def sample_latents(self, z_l: torch.Tensor, num_draft_steps: Optional[int] = None) -> list:
         """Base step then ``num_draft_steps`` draft steps; returns [x0_base, x0_draft_1, ...]."""
@@ -264,7 +280,7 @@ class PSSRPipeline:
     def run_tile(self, frames: torch.Tensor, branches: Sequence[str]) -> dict:
         """Restore one tile. ``frames``: (T,3,H,W) in [0,1]; returns {branch: (T,3,H,W) in [0,1]}
         for the requested branches (names from :func:`branch_names`)."""
-        names = branch_names(len(self.config.timestep_draft_list))
+        names = self.branch_names()
         unknown = [b for b in branches if b not in names]
         if unknown:
             raise ValueError(f"unknown branches {unknown}; available: {names}")
