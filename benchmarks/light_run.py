@@ -1,19 +1,60 @@
-"""Run a script or module with diffsynth's model files imported without its package __init__
-(see common.light_diffsynth), for GPU machines that carry only the diffsynth wheel:
+"""Run a script or module the way the benchmarks start the project's scripts:
 
-    python benchmarks/light_run.py inference_step_1.py --input_dir ...
-    python benchmarks/light_run.py -m Wan_SR.tools.make_tiny_checkpoints --out ...
+    python benchmarks/light_run.py [--full] [--peak_file PATH] inference_step_1.py --input_dir ...
+    python benchmarks/light_run.py [--full] [--peak_file PATH] -m MODULE ...
+
+By default diffsynth's model files are imported without its package ``__init__``
+(``benchmarks.common.light_diffsynth``), for GPU machines that carry only the diffsynth wheel;
+``--full`` keeps diffsynth's own import. ``--peak_file PATH``: at exit the process writes its peak
+GPU memory (``{"peak_gib": ...}``, null without a GPU) to PATH (``PATH.<rank>`` under torchrun).
 """
+import atexit
+import json
+import os
 import runpy
 import sys
+from pathlib import Path
 
-from common import light_diffsynth
+import torch
 
-if __name__ == "__main__":
-    light_diffsynth()
-    if sys.argv[1] == "-m":
-        sys.argv = [sys.argv[2]] + sys.argv[3:]
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[0] = str(ROOT)  # the repository instead of this folder: benchmarks and Wan_SR import
+
+from benchmarks.common import light_diffsynth  # noqa: E402
+
+
+def write_peak(path: str) -> None:
+    """The largest ``torch.cuda.max_memory_allocated`` over this process's GPUs, in GiB."""
+    peak = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        peak = max(torch.cuda.max_memory_allocated(d) for d in range(torch.cuda.device_count()))
+        peak /= 2 ** 30
+    rank = os.environ.get("RANK")
+    Path(path + (f".{rank}" if rank is not None else "")).write_text(json.dumps({"peak_gib": peak}))
+
+
+def main(argv: list) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        raise SystemExit(__doc__)
+    light, peak_file = True, None
+    while argv and argv[0] in ("--full", "--peak_file"):
+        if argv[0] == "--full":
+            light, argv = False, argv[1:]
+        else:
+            peak_file, argv = argv[1], argv[2:]
+    if light:
+        light_diffsynth()
+    if peak_file:
+        atexit.register(write_peak, peak_file)
+    if argv[0] == "-m":
+        sys.argv = argv[1:]
+        sys.path[0] = os.getcwd()  # as `python -m` does
         runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
     else:
-        sys.argv = sys.argv[1:]
-        runpy.run_path(sys.argv[0], run_name="__main__")
+        sys.argv = argv
+        sys.path[0] = str(Path(argv[0]).resolve().parent)  # as `python SCRIPT` does
+        runpy.run_path(argv[0], run_name="__main__")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Benchmarks of PS-SR (questions, commands and result files: benchmarks/README.md)."""

@@ -1,0 +1,1 @@
+"""Step 1: one window in a process, the low-memory mode, the fusion, bf16, the whole command."""
