@@ -153,6 +153,98 @@ def test_checker_catches_a_cycle():
         b.unlink()
 
 
+# ----------------------------------------------------------------------------- sizes and imports
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 90, 600
+# modules whose lazy imports keep `--help` fast (the command line and the options it reads)
+HELP_PATH = ("Wan_SR.cli", "Wan_SR.tools", "Wan_SR.training.options")
+
+
+def production_files():
+    return [p for p in PKG.rglob("*.py") if "testing" not in p.relative_to(PKG).parts]
+
+
+def long_functions(files) -> list:
+    out = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    out.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    return out
+
+
+def test_functions_and_modules_stay_readable():
+    """No function over 90 lines (nested ones count in their parent) and no module over 600
+    lines in the package (the fixtures of Wan_SR/testing aside)."""
+    files = production_files()
+    big = [f"{p.relative_to(ROOT)}: {n} lines" for p in files
+           if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES]
+    assert not big and not long_functions(files), "\n".join(big + long_functions(files))
+
+
+def test_the_size_check_can_fail():
+    fake = PKG / "core" / "_long_probe_tmp.py"
+    fake.write_text("def f():\n" + "    x = 1\n" * 95)
+    try:
+        with pytest.raises(AssertionError, match="_long_probe_tmp.py:1 f: 96 lines"):
+            test_functions_and_modules_stay_readable()
+    finally:
+        fake.unlink()
+
+
+def lazy_imports_without_reason(files) -> list:
+    """Imports inside function bodies, outside the command-line modules, with no comment on the
+    line before them or on their own line saying why they are there."""
+    out = []
+    for path in files:
+        if module_name(path).startswith(HELP_PATH):
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    j = node.lineno - 2  # the comment may sit above a group of imports
+                    while lines[j].strip().startswith(("import ", "from ")):
+                        j -= 1
+                    if "#" not in lines[node.lineno - 1] and "#" not in lines[j]:
+                        out.append(f"{path.relative_to(ROOT)}:{node.lineno} in {fn.name}")
+    return out
+
+
+def test_imports_sit_at_module_top():
+    """Imports are at the top of each module; only the command line (whose `--help` must not
+    load torch) keeps them in functions, and anything else says why in a comment."""
+    assert not lazy_imports_without_reason(production_files()), \
+        "\n".join(lazy_imports_without_reason(production_files()))
+
+
+def test_help_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "for m in ('step1', 'step2', 'evaluate', 'train_base', 'train_draft'):\n"
+            "    __import__(f'Wan_SR.cli.{m}', fromlist=['x']).build_parser().format_help()\n"
+            "assert 'torch' not in sys.modules, sorted(k for k in sys.modules if 'Wan_SR' in k)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_the_import_check_can_fail():
+    fake = PKG / "core" / "_lazy_probe_tmp.py"
+    fake.write_text("def f():\n    import json\n    return json\n")
+    try:
+        with pytest.raises(AssertionError, match="_lazy_probe_tmp.py:2 in f"):
+            test_imports_sit_at_module_top()
+    finally:
+        fake.unlink()
+
+
 def test_nothing_points_outside_the_repository():
     """Users have the repository only: no file may cite the steering documents beside it."""
     spec = "SP" + "EC"

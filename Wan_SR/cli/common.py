@@ -11,7 +11,12 @@ import typing
 from pathlib import Path
 from typing import Optional
 
+from Wan_SR.core.caches import configure_compile_caches
+from Wan_SR.core.log import setup_logging
 from Wan_SR.core.options import DeviceOptions, LogOptions, parse_fps
+
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -102,9 +107,6 @@ def add_log_args(p: argparse.ArgumentParser) -> None:
 
 
 def setup_from_args(args) -> None:
-    from Wan_SR.core.caches import configure_compile_caches
-    from Wan_SR.core.log import setup_logging
-
     setup_logging(args.log_level, progress=not args.no_progress)
     configure_compile_caches()
 

@@ -22,6 +22,9 @@ from Wan_SR.core.options import path_or_none
 from .common import (HelpFormatter, add_device_arg, add_log_args, check_device,
                      check_writable_dir, setup_from_args)
 
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eval_metrics.py", description=__doc__,

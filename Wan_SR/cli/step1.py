@@ -19,6 +19,9 @@ from .common import (HelpFormatter, add_log_args, add_options, check_device, che
                      check_writable_dir, config_from_args, same_folder, setup_from_args)
 from .release import add_release_options, check_release_options
 
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
+
 log = logging.getLogger("Wan_SR.cli.step1")
 
 # (argument group, options) of the command line: the fields of Step1Config

@@ -20,6 +20,9 @@ from .common import (HelpFormatter, add_device_arg, add_log_args, add_options, c
                      setup_from_args)
 from .release import add_release_options, check_release_options
 
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(

@@ -17,6 +17,9 @@ from .common import (HelpFormatter, add_log_args, add_options, check_writable_di
                      options_from_args, setup_from_args)
 from .release import add_release_options, check_release_options
 
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
+
 # The release's --deg_file_path value (a name inside its Wan_SR/degradation/): the chain its code
 # really runs with that file is config/degradation_pssr.yml here.
 RELEASE_DEG_FILE = "params_realesrgan.yml"

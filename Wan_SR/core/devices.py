@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+import torch
+
 DTYPES = ("bfloat16", "float16", "float32")
 _ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
             "float": "float32"}
@@ -19,8 +21,6 @@ def resolve_device(device=None):
     Under several processes (``WORLD_SIZE`` > 1, set by torchrun / accelerate launch) ``None``,
     ``auto`` and ``cuda`` mean this process's GPU, ``cuda:LOCAL_RANK``. ``ACCELERATE_USE_CPU``
     (``accelerate launch --cpu``) makes ``None``/``auto`` the CPU."""
-    import torch
-
     several = int(os.environ.get("WORLD_SIZE") or 1) > 1
     if device in (None, "", "auto") or (several and device == "cuda"):
         if os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"):
@@ -48,8 +48,6 @@ def resolve_device(device=None):
 
 
 def parse_dtype(name: str):
-    import torch
-
     key = _ALIASES.get(name, name)
     if key not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose from {list(DTYPES)}")
@@ -64,7 +62,6 @@ def visiting(module, device, enabled: bool = True):
     if not enabled:
         yield module
         return
-    import torch
 
     module.to(device)
     try:

@@ -26,6 +26,7 @@ seconds, default 2 hours) is a last resort: a failure is reported to every proce
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import logging
@@ -35,7 +36,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +80,6 @@ def env_ranks() -> Ranks:
 
 def current() -> Ranks:
     """The processes this one works with: those of the process group, else itself alone."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         return Ranks(dist.get_rank(), dist.get_world_size(), env_ranks().local_rank)
     return Ranks()
@@ -82,16 +88,9 @@ def current() -> Ranks:
 def init() -> Ranks:
     """Join the process group when the launcher started several processes (once; ``atexit``
     leaves it). The GPU of this process becomes the current CUDA device."""
-    import atexit
-    from datetime import timedelta
-
-    import torch
-    import torch.distributed as dist
-
     r = env_ranks()
     if not r.several or dist.is_initialized():
         return current()
-    from .devices import resolve_device
 
     dev = resolve_device(None)
     if dev.type == "cuda":
@@ -113,8 +112,6 @@ def exit_status(status: int) -> int:
 def _leave() -> None:
     """Leave the process group at exit. The main process leaves last (it waits up to 10 s for
     the others), so the launcher never stops a process that is still shutting down."""
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         return
     r, store = current(), _store()
@@ -170,8 +167,6 @@ _SEQ = itertools.count()
 
 
 def _store():
-    import torch.distributed as dist
-
     return dist.distributed_c10d._get_default_store()
 
 
@@ -231,9 +226,6 @@ class PartFailed(RuntimeError):
 
 def all_true(flag: bool) -> bool:
     """True when ``flag`` is true on every process (a collective: every process calls it)."""
-    import torch
-    import torch.distributed as dist
-
     if not current().several:
         return flag
     t = torch.tensor([1 if flag else 0], dtype=torch.int32)
@@ -310,10 +302,6 @@ def _main_round(first: int, end: int, produce, consume, on_part) -> Optional[str
 def _send_part(produce, i: int) -> Optional[str]:
     """Make part ``i`` whole, then send it to the main process (items, then an end mark) or,
     if making it failed, the reason."""
-    import numpy as np
-    import torch
-    import torch.distributed as dist
-
     rank = current().rank
     try:
         items = list(produce(i))
@@ -333,10 +321,6 @@ def _send_part(produce, i: int) -> Optional[str]:
 
 def _receive(src: int) -> Iterator:
     """The items of one part from process ``src``; a str is the reason it failed."""
-    import numpy as np
-    import torch
-    import torch.distributed as dist
-
     while True:
         box = [None]
         dist.recv_object_list(box, src=src)

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+from safetensors.torch import save_file
+
 PARTIAL_TAG = ".partial"
 
 
@@ -63,8 +65,6 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
 def save_safetensors_atomic(path: str | os.PathLike, state_dict: dict, metadata: dict | None = None
                             ) -> Path:
     """``safetensors.torch.save_file`` through a temporary name (tensors made contiguous)."""
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=metadata)
     return Path(path)

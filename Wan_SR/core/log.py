@@ -11,6 +11,8 @@ import logging
 import os
 import sys
 
+from tqdm import tqdm
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 _PROGRESS = {"enabled": True}
 
@@ -30,8 +32,6 @@ class _TqdmHandler(logging.Handler):
 
     def emit(self, record):
         try:
-            from tqdm import tqdm
-
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
@@ -59,8 +59,6 @@ def progress_enabled() -> bool:
 def progress(iterable=None, *, total=None, desc=None, unit="it", leave=False, enabled=True, **kw):
     """A tqdm bar with ETA on standard error; disabled when not a TTY, with ``--no_progress``,
     on a process other than the main one, or with ``enabled=False``."""
-    from tqdm import tqdm
-
     on = enabled and progress_enabled()
     width = {"dynamic_ncols": True}
     if on and _columns() == 0:  # a terminal that reports no size (e.g. a bare pty): fixed width

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Optional
 
 DEFAULT_PROMPT = ("4K Ultra-clear, Sharp, Fine Details Restored, Temporal Consistency, "
@@ -313,8 +314,6 @@ class Step1Config:
 
 def parse_fps(text) -> float:
     """'25', '29.97' or '30000/1001' -> a positive float (ValueError otherwise)."""
-    from fractions import Fraction
-
     try:
         val = float(Fraction(str(text).strip()))
     except (ValueError, ZeroDivisionError):

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import av
+import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,6 @@ _CACHE_SIZE = 4096
 
 
 def _open(path: Path):
-    import av
-
     try:
         container = av.open(str(path))
     except Exception as e:  # noqa: BLE001 - PyAV raises many kinds
@@ -132,8 +132,6 @@ def frame_index(path: str | os.PathLike) -> FrameIndex:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    import cv2
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ClipError(f"{path}: unreadable image")

@@ -33,7 +33,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+import cv2
 import numpy as np
+import pyiqa
+import torch
+from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+from .weights import weight_guard
 
 PSNR_CAP_DB = 100.0
 Y_COEFFS = (0.257, 0.504, 0.098)
@@ -70,8 +76,6 @@ def ssim_separable(x, y, data_range: float = 255.0) -> np.ndarray:
     computed on the CPU with OpenCV's separable float64 filter (``cv2.sepFilter2D``; the 'valid'
     part of the filtered map, so the border mode plays no role). ``x``, ``y``: (B, C, H, W)
     tensors or arrays in [0, 1] -> (B,) float64."""
-    import cv2
-
     def to_np(t):
         if hasattr(t, "detach"):
             t = t.detach().cpu().double().numpy()
@@ -102,15 +106,11 @@ def ssim_separable(x, y, data_range: float = 255.0) -> np.ndarray:
 
 
 def available_metrics() -> list[str]:
-    import pyiqa
-
     return list(pyiqa.list_models())
 
 
 def metric_mode(name: str) -> str:
     """'FR' or 'NR' for a pyiqa metric name (no model is built)."""
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
     if name not in DEFAULT_CONFIGS:
         raise MetricError(f"unknown metric '{name}'")
     return DEFAULT_CONFIGS[name].get("metric_mode", "NR")
@@ -121,8 +121,6 @@ class IQAMetric:
 
     def __init__(self, name: str, device: str = "cpu", test_y_channel: bool = False,
                  weights_dir: Optional[str] = None, fast_ssim: Optional[bool] = None):
-        from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
         self.name = name
         if name in SET_LEVEL:
             raise MetricError(f"metric '{name}' is a set-level (distribution) metric, "
@@ -152,8 +150,6 @@ class IQAMetric:
             self.fast_ssim = False
             self.use_y = False
             self.preset = name
-        from .weights import weight_guard
-        import pyiqa
 
         if self.classic:  # PSNR / SSIM need no weight file: no guard, no network probe
             self.model = pyiqa.create_metric(self.preset, device=device, as_loss=False, **kwargs)
@@ -164,8 +160,6 @@ class IQAMetric:
 
     def __call__(self, pred, gt=None) -> np.ndarray:
         """``pred``/``gt``: (B, 3, H, W) float tensors in [0, 1] on any device -> (B,) float64."""
-        import torch
-
         b = pred.shape[0]
         if self.mode == "FR" and gt is None:
             raise MetricError(f"metric '{self.name}' is full-reference and needs --gt")

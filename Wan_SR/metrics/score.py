@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import torch
+from pyiqa.default_model_configs import DEFAULT_CONFIGS
 
 from Wan_SR.data.video_io import FrameReader, VideoInfo, probe
+from .iqa import IQAMetric, MetricError, available_metrics, metric_mode
+from .temporal import EwarpAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,8 @@ def parse_metric_names(metrics: str | Sequence[str]) -> list[str]:
             canon.append(EWARP)
             continue
         if lookup is None:
-            from pyiqa.default_model_configs import DEFAULT_CONFIGS
-
             lookup = {k.lower(): k for k in DEFAULT_CONFIGS}
         if n.lower() not in lookup:
-            from .iqa import available_metrics
-
             raise EvalError(f"unknown metric '{n}'. Known: {', '.join(available_metrics())}, "
                             f"{EWARP}")
         canon.append(lookup[n.lower()])
@@ -88,8 +88,6 @@ def build_metrics(names: Sequence[str], have_gt: bool, device: str, test_y_chann
                   weights_dir: Optional[str]) -> dict:
     """{name: IQAMetric} for the pyiqa names (ewarp is handled separately). Checks every name
     and FR-needs-GT before building anything, then builds all (weights are checked here)."""
-    from .iqa import IQAMetric, MetricError, metric_mode
-
     iqa_names = [n for n in names if n != EWARP]
     for n in iqa_names:
         try:
@@ -128,8 +126,6 @@ def common_size(pinfo: VideoInfo, ginfo: Optional[VideoInfo], is_center: bool,
 
 def _as_tensor(frames: Optional[np.ndarray]):
     """(n, H, W, 3) uint8 -> (n, 3, H, W) uint8 tensor (None stays None)."""
-    import torch
-
     if frames is None:
         return None
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
@@ -142,8 +138,6 @@ class PairScores:
 
     def __init__(self, metrics: dict, want_ewarp: bool,
                  failed: Optional[Callable[[str, str], None]] = None):
-        from .temporal import EwarpAccumulator
-
         self.metrics = metrics
         self.want_ewarp = want_ewarp
         self.active = dict(metrics)  # the metrics that have not failed
@@ -176,8 +170,6 @@ class PairScores:
     def add_batch(self, p, g, crop: int) -> None:
         """One batch of uint8 (b, 3, H, W) tensors (``g`` None without ground truth), scored by
         every active metric in its precision, full-reference ones after the border crop."""
-        import torch
-
         for name, m in list(self.active.items()):
             dtype = torch.float64 if m.classic else torch.float32
             x = p.to(dtype) / 255.0

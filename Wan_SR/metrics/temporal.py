@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import cv2
 import numpy as np
 
 EWARP_SCALE = 1e3
@@ -34,14 +35,10 @@ FB_BETA = 0.5
 
 
 def _dis():
-    import cv2
-
     return cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
 
 
@@ -50,8 +47,6 @@ def pair_error(src0: np.ndarray, src1: np.ndarray, pred0: np.ndarray, pred1: np.
     """E_t for one pair. ``src*``: uint8 grayscale (H, W) flow-source frames; ``pred*``: uint8
     RGB (H, W, 3) predicted frames. Returns the masked MSE on [0, 1] (not scaled), or None when
     every pixel is occluded; with ``return_mask`` also the boolean non-occlusion mask."""
-    import cv2
-
     dis = dis or _dis()
     fw = dis.calc(src0, src1, None)
     bw = dis.calc(src1, src0, None)

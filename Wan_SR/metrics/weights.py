@@ -41,6 +41,10 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
+import torch.hub
+from huggingface_hub import constants, try_to_load_from_cache
+from pyiqa.utils import download_util
+
 # torch, pyiqa and huggingface_hub are imported on first use (below): importing this module for
 # MissingWeightsError costs nothing, and pyiqa's import takes seconds.
 
@@ -192,21 +196,15 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
 # ----------------------------------------------------------------------------- the folders
 
 def torch_hub_dir() -> str:
-    import torch.hub
-
     return torch.hub.get_dir()
 
 
 def pyiqa_cache_dir() -> str:
     """pyiqa's cache folder (``<torch hub dir>/pyiqa`` when pyiqa was imported)."""
-    from pyiqa.utils import download_util
-
     return download_util.DEFAULT_CACHE_DIR
 
 
 def hf_cache_dir() -> str:
-    from huggingface_hub import constants
-
     return constants.HF_HUB_CACHE
 
 
@@ -224,8 +222,6 @@ def _hf_folder_name(repo: str) -> str:
 
 
 def _hf_cached(repo: str, cache_dir: str) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
     return any(isinstance(try_to_load_from_cache(repo, name, cache_dir=cache_dir), str)
                for name in HF_TIMM_FILES)
 

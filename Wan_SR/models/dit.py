@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
+from diffsynth.models.wan_video_dit import sinusoidal_embedding_1d
 
 
 def _freqs(dit, f: int, h: int, w: int, device) -> torch.Tensor:
@@ -35,8 +36,6 @@ def dit_forward(dit, x: torch.Tensor, timestep: torch.Tensor, context: torch.Ten
     ``record_blocks`` (in block order). With ``fc_layers``/``features`` (the draft), block j's
     input is ``fc_layers[j](cat([features[j], h], -1))``.
     """
-    from diffsynth.models.wan_video_dit import sinusoidal_embedding_1d
-
     t = dit.time_embedding(sinusoidal_embedding_1d(dit.freq_dim, timestep))
     t_mod = dit.time_projection(t).unflatten(1, (6, dit.dim))
     ctx = dit.text_embedding(context)

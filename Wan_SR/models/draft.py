@@ -7,10 +7,13 @@ import os
 from typing import Optional, Sequence
 
 import torch
+from diffsynth.models.utils import init_weights_on_device
+from diffsynth.models.wan_video_dit import WanModel
 
 from Wan_SR.core.files import save_safetensors_atomic
 from Wan_SR.core.options import DEFAULT_K_SELECT
 from .dit import dit_forward
+from .wan import PSSR_SOURCE, dit_config_from_state_dict, load_safetensors, require_file
 
 
 def select_blocks(num_layers: int, k_select: float) -> list[int]:
@@ -28,8 +31,6 @@ class DraftMismatchError(ValueError):
 
 
 def _draft_class():
-    from diffsynth.models.wan_video_dit import WanModel
-
     class DraftDiT(WanModel):
         """WanModel with ``num_layers`` = kept blocks (renumbered 0..K-1) plus ``fc_layers``."""
 
@@ -61,8 +62,6 @@ def identity_init_fc(fc: torch.nn.Linear) -> None:
 def build_draft(base_dit, k_select: float):
     """Draft from a (LoRA-merged, widened) base DiT: selected blocks copied in order, fc layers
     identity-initialised, embeddings / patch embedding / head copied."""
-    from diffsynth.models.utils import init_weights_on_device
-
     ids = select_blocks(len(base_dit.blocks), k_select)
     cfg = dict(base_dit.config, num_layers=len(ids))
     cfg["in_dim"] = base_dit.patch_embedding.in_channels
@@ -120,10 +119,6 @@ def load_draft(path: str | os.PathLike, k_select: Optional[float], base_num_laye
     blocks are used, and a given ``k_select`` must select the same blocks. A file without that
     metadata (the published one) uses ``k_select`` (default 1.5). Either way the block count must
     match the weights, else :class:`DraftMismatchError` names both numbers."""
-    from diffsynth.models.utils import init_weights_on_device
-
-    from .wan import PSSR_SOURCE, dit_config_from_state_dict, load_safetensors, require_file
-
     path = require_file(path, "PS-SR draft weights", PSSR_SOURCE)
     sd, meta = load_safetensors(path)
     rec_k, rec_ids = _recorded(meta, path)

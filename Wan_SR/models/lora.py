@@ -6,6 +6,9 @@ import os
 from typing import Iterable
 
 import torch
+from peft import LoraConfig, inject_adapter_in_model
+
+from .wan import PSSR_SOURCE, load_safetensors, require_file
 
 LORA_TARGETS = ["q", "k", "v", "o", "ffn.0", "ffn.2"]
 # Full tensors trained alongside the LoRA and stored in base.safetensors.
@@ -22,8 +25,6 @@ def inject_lora(dit, rank: int, targets: Iterable[str] = LORA_TARGETS, adapter: 
 
     Only the LoRA weights become trainable; callers unfreeze extra tensors themselves.
     """
-    from peft import LoraConfig, inject_adapter_in_model
-
     dit.requires_grad_(False)
     cfg = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=True,
                      target_modules=list(targets))
@@ -109,8 +110,6 @@ def merge_lora_state_dict(dit, sd: dict, scale: float = 1.0, strict: bool = True
 
 def load_base_checkpoint(dit, path: str | os.PathLike) -> int:
     """Merge a published ``base.safetensors`` into a plain (16-channel) DiT for inference."""
-    from .wan import PSSR_SOURCE, load_safetensors, require_file
-
     path = require_file(path, "PS-SR base weights", PSSR_SOURCE)
     sd, _ = load_safetensors(path)
     return merge_lora_state_dict(dit, sd)

@@ -41,7 +41,9 @@ from typing import Iterable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer import SwinTransformer
 from torch import nn
+from torchvision.transforms import InterpolationMode, functional as TF
 
 from .wan import RAM_SOURCE, _num_indexed, require_file
 
@@ -213,7 +215,6 @@ class RAMTagger(nn.Module):
     def __init__(self, sizes: RAMSizes = REAL_RAM, tag_names: Optional[list] = None,
                  thresholds=None):
         super().__init__()
-        from timm.models.swin_transformer import SwinTransformer
 
         s = self.sizes = sizes
         self.image_size = s.image_size
@@ -263,9 +264,6 @@ class RAMTagger(nn.Module):
         Accepts a uint8 (H, W, 3) or (B, H, W, 3) numpy array or tensor, a float (3, H, W) or
         (B, 3, H, W) tensor (or array) in [0, 1], or a list of those. Resized like
         ``torchvision.transforms.Resize((S, S))`` on a float tensor (bilinear, antialiased)."""
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms import functional as TF
-
         if isinstance(frames, (list, tuple)):
             return torch.cat([self.preprocess(f) for f in frames])
         # numpy arrays are copied (decoded frames are often read-only)

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from Wan_SR.core.devices import visiting
-
+from .ram import load_ram
 from .wan import DAPE_SOURCE, RAM_SOURCE
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ def load_tagger(ram_path, dape_path=None, *, enabled: bool = True, device="cpu",
         log.info("DAPE weights not found (%s; get DAPE.pth from %s): tagging with RAM alone",
                  dape_path, DAPE_SOURCE)
         dape_path = None
-    from .ram import load_ram
 
     device = torch.device(device)
     if device.type == "cpu":

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors.torch import load_file
 
 from Wan_SR.core.caches import cache_root
 from Wan_SR.core.devices import visiting
 from Wan_SR.core.files import save_safetensors_atomic
+from .wan import load_prompter, load_text_encoder
 
 
 def default_cache_dir() -> Path:
@@ -79,8 +81,6 @@ class PromptEncoder:
         return self.cache_dir / f"{cache_key(prompt, self.t5_path, self._fingerprint)}.safetensors"
 
     def _load(self):
-        from .wan import load_prompter, load_text_encoder
-
         prompter = load_prompter(self.tokenizer_dir)
         where = "cpu" if self.offload else self.device
         prompter.fetch_models(load_text_encoder(self.t5_path, dtype=self.dtype, device=where))
@@ -88,8 +88,6 @@ class PromptEncoder:
         self.encoder_loads += 1
 
     def encode(self, prompt: str) -> torch.Tensor:
-        from safetensors.torch import load_file
-
         path = self.cache_path(prompt)
         if path.exists():
             return load_file(str(path))["context"]

@@ -18,6 +18,8 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from diffsynth.models.wan_video_vae import (AttentionBlock, Decoder3d, Encoder3d, Resample,
+                                            ResidualBlock)
 
 CL3 = torch.channels_last_3d
 # Round to bf16 between the norm's steps as the reference's op-by-op code does (False: round
@@ -33,7 +35,7 @@ def _triton_kernels():
     """The fused kernels, or None when Triton is not usable (then torch ops run)."""
     global _TRITON
     if _TRITON is None:
-        try:
+        try:  # triton exists only on CUDA machines
             import triton
             import triton.language as tl
 
@@ -257,8 +259,6 @@ def resample(state: State, layer, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run(state: State, layers, x: torch.Tensor) -> torch.Tensor:
-    from diffsynth.models.wan_video_vae import AttentionBlock, Resample, ResidualBlock
-
     for layer in layers:
         if isinstance(layer, ResidualBlock):
             x = residual_block(state, layer, x)
@@ -292,8 +292,6 @@ def decoder_step(state: State, decoder, x: torch.Tensor) -> torch.Tensor:
 
 def supported(vae) -> bool:
     """The fast path knows the Wan2.1 VAE (``VideoVAE_``); other variants use the reference."""
-    from diffsynth.models.wan_video_vae import Decoder3d, Encoder3d
-
     m = getattr(vae, "model", None)
     return isinstance(getattr(m, "encoder", None), Encoder3d) and \
         isinstance(getattr(m, "decoder", None), Decoder3d)

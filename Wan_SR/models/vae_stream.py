@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
+from diffsynth.models.wan_video_vae import count_conv3d
 
+from . import vae_fast
 from .vae_fast import latent_scale
+from .wan import use_fast_vae
 
 
 def vae_dtype(vae) -> torch.dtype:
@@ -19,8 +22,6 @@ def vae_dtype(vae) -> torch.dtype:
 
 
 def _new_cache(module) -> list:
-    from diffsynth.models.wan_video_vae import count_conv3d
-
     return [None] * count_conv3d(module)
 
 
@@ -32,12 +33,8 @@ def _stepper(vae, part: str, like: torch.Tensor) -> Callable:
     """One chunk through ``vae.model.<part>`` (``encoder`` or ``decoder``) with one causal cache:
     the fast path where :func:`Wan_SR.models.wan.use_fast_vae` chooses it (CUDA), diffsynth's
     forward otherwise."""
-    from .wan import use_fast_vae
-
     module = getattr(vae.model, part)
     if use_fast_vae(vae, like):
-        from . import vae_fast
-
         state, step = vae_fast.State(), getattr(vae_fast, f"{part}_step")
         return lambda x: step(state, module, x)
     cache = _new_cache(module)

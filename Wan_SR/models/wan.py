@@ -1,10 +1,11 @@
 """Loading the official Wan2.1-T2V-1.3B files into diffsynth 1.1.8 classes.
 
 Sizes are read from the state dicts (no hash-based detection), so the same code loads the real
-files and the tiny test files written by :mod:`Wan_SR.tools.make_tiny_checkpoints`.
+files and the tiny test files written by :mod:`Wan_SR.testing.checkpoints`.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -12,6 +13,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
+from diffsynth.models.utils import init_weights_on_device
+from diffsynth.models.wan_video_dit import WanModel
+from diffsynth.models.wan_video_text_encoder import WanTextEncoder
+from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
+from safetensors import safe_open
+
+from . import vae_fast
 
 WAN_DIT_FILE = "diffusion_pytorch_model.safetensors"
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
@@ -114,8 +122,6 @@ def classify_wan_file(path: str | os.PathLike) -> str:
     :class:`MissingWeightsError` for a missing file and ``ValueError`` for another file."""
     p = require_file(path, "model file (--model_paths)")
     if p.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(str(p), framework="pt") as f:
             keys = set(f.keys())
     else:
@@ -133,8 +139,6 @@ def classify_wan_file(path: str | os.PathLike) -> str:
 
 def parse_model_paths(text: Optional[str]) -> list[Path]:
     """``--model_paths`` as the release reads it: a JSON list of file paths."""
-    import json
-
     if not text:
         return []
     try:
@@ -173,8 +177,6 @@ def resolve_model_ids(text: Optional[str], root: str | os.PathLike = "./models")
 
 
 def load_safetensors(path: str | os.PathLike, device="cpu") -> tuple[dict, dict]:
-    from safetensors import safe_open
-
     out = {}
     with safe_open(str(path), framework="pt", device=str(device)) as f:
         meta = f.metadata() or {}
@@ -224,9 +226,6 @@ def dit_config_from_state_dict(sd: dict, num_heads: Optional[int] = None,
 def build_dit(sd: dict, num_heads: Optional[int] = None, metadata: Optional[dict] = None,
               dtype=torch.float32, device="cpu", strict: bool = True):
     """A diffsynth ``WanModel`` holding ``sd`` (weights assigned, no random init)."""
-    from diffsynth.models.utils import init_weights_on_device
-    from diffsynth.models.wan_video_dit import WanModel
-
     cfg = dit_config_from_state_dict(sd, num_heads, metadata)
     with init_weights_on_device():
         model = WanModel(**cfg)
@@ -277,9 +276,6 @@ def vae_config_from_state_dict(sd: dict) -> dict:
 
 def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
     """Wan2.1 VAE from ``Wan2.1_VAE.pth`` as a diffsynth ``WanVideoVAE``."""
-    from diffsynth.models.utils import init_weights_on_device
-    from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
-
     path = require_file(path, "Wan2.1 VAE weights")
     sd = torch.load(str(path), map_location="cpu", weights_only=True)
     if "model_state" in sd:
@@ -304,9 +300,7 @@ def use_fast_vae(vae, x: torch.Tensor, fast: Optional[bool] = None) -> bool:
     if fast is None:
         fast = x.is_cuda and os.environ.get("PSSR_VAE", "fast") != "reference"
     if fast:
-        from .vae_fast import supported
-
-        fast = supported(vae)
+        fast = vae_fast.supported(vae)
     return bool(fast)
 
 
@@ -315,9 +309,7 @@ def vae_encode(vae, video: torch.Tensor, fast: Optional[bool] = None) -> torch.T
     ``fast``: see :func:`use_fast_vae` (same values within bf16 rounding)."""
     video = video.to(next(vae.parameters()).dtype)
     if use_fast_vae(vae, video, fast):
-        from .vae_fast import encode
-
-        return encode(vae, video)
+        return vae_fast.encode(vae, video)
     return vae.model.encode(video, vae.scale)
 
 
@@ -325,9 +317,7 @@ def vae_decode(vae, latents: torch.Tensor, fast: Optional[bool] = None) -> torch
     """Latents -> (B,3,T,H,W) video in [-1,1]. ``fast``: see :func:`use_fast_vae`."""
     latents = latents.to(next(vae.parameters()).dtype)
     if use_fast_vae(vae, latents, fast):
-        from .vae_fast import decode
-
-        return decode(vae, latents).clamp_(-1, 1)
+        return vae_fast.decode(vae, latents).clamp_(-1, 1)
     return vae.model.decode(latents, vae.scale).clamp_(-1, 1)
 
 
@@ -343,9 +333,6 @@ def t5_config_from_state_dict(sd: dict) -> dict:
 
 def load_text_encoder(path: str | os.PathLike, dtype=torch.bfloat16, device="cpu"):
     """umT5-xxl encoder from ``models_t5_umt5-xxl-enc-bf16.pth`` as diffsynth ``WanTextEncoder``."""
-    from diffsynth.models.utils import init_weights_on_device
-    from diffsynth.models.wan_video_text_encoder import WanTextEncoder
-
     path = require_file(path, "umT5 text encoder weights")
     sd = torch.load(str(path), map_location="cpu", weights_only=True)
     cfg = t5_config_from_state_dict(sd)
@@ -357,6 +344,8 @@ def load_text_encoder(path: str | os.PathLike, dtype=torch.bfloat16, device="cpu
 
 
 def load_prompter(tokenizer_dir: str | os.PathLike, text_len: int = 512):
+    # imported here: diffsynth's prompters import its whole package and transformers (seconds),
+    # needed only to encode a prompt not cached yet; the models above load without them
     from diffsynth.prompters import WanPrompter
 
     tokenizer_dir = require_file(tokenizer_dir, "umT5 tokenizer folder")

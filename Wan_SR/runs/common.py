@@ -23,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from Wan_SR.core.distributed import current, on_main
 from Wan_SR.core.files import file_sha256, remove_stale_partials, write_json_atomic
+from Wan_SR.data.video_io import VideoWriter, is_complete_output, stem
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def read_run_config(output_dir) -> Optional[dict]:
 def write_run_config(output_dir, script: str, settings: dict, argv=None, **extra) -> Path:
     """Write ``run_config.json``: the script, its command line, the resolved settings that
     decide the outputs, and the versions that produced them (``extra``: more keys)."""
-    import torch
-
     data = {
         "script": script,
         "argv": list(sys.argv[1:] if argv is None else argv),
@@ -105,8 +106,6 @@ def output_state(output, frames: int, digest: str) -> Optional[str]:
     this very file (size and SHA-256), and the file holds ``frames`` frames. Otherwise why it
     is (re)made: :data:`MISSING`, :data:`NO_RECORD`, :data:`OTHER_SETTINGS`, :data:`CHANGED`
     (another program replaced it), :data:`UNREADABLE` or :data:`INCOMPLETE`."""
-    from Wan_SR.data.video_io import is_complete_output
-
     p = Path(output)
     if not p.is_file():
         return MISSING
@@ -157,8 +156,6 @@ class Records:
     def open_writer(self, path, **writer_kw):
         """A :class:`~Wan_SR.data.video_io.VideoWriter` for ``path``, once the old record of
         ``path`` is gone (until the new file is complete, nothing vouches for the old one)."""
-        from Wan_SR.data.video_io import VideoWriter
-
         record_path(path).unlink(missing_ok=True)
         return VideoWriter(path, **writer_kw)
 
@@ -252,8 +249,6 @@ def output_names(inputs) -> dict:
     """{input path: output base name}. Names are the inputs' base names; inputs that share one
     (``t.mp4`` and ``t.mkv``) get ``t_mp4`` and ``t_mkv`` (a frame folder: ``t_frames``), with a
     notice, so no output overwrites another."""
-    from Wan_SR.data.video_io import stem
-
     groups: dict[str, list] = {}
     for p in inputs:
         groups.setdefault(stem(p), []).append(Path(p))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
 
@@ -141,8 +142,6 @@ def contact_sheet(pairs, crop: int = 192) -> np.ndarray:
     """RGB uint8 image: one row per (frame index, HQ frame, LQ frame), the same region of both
     side by side (LQ enlarged with nearest neighbour when smaller), labelled. The region is the
     most detailed of nine candidate windows of the first frame, the same for every row."""
-    import cv2
-
     rows = []
     gap = 4
     h, w = pairs[0][1].shape[:2]
@@ -185,8 +184,6 @@ def _busiest_crop(frame: np.ndarray, c: int) -> tuple[int, int]:
 
 
 def write_contact_sheet(path: Path, pairs, crop: int = 192) -> Path:
-    import cv2
-
     if not pairs:
         raise ValueError(f"{path.name}: no frames for the contact sheet")
     img = contact_sheet(pairs, crop)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+import pyiqa
 
 from Wan_SR.core.devices import resolve_device
 from Wan_SR.core.distributed import all_gather, current
@@ -29,8 +30,10 @@ from Wan_SR.core.files import write_json_atomic
 from Wan_SR.core.log import progress as progress_bar
 from Wan_SR.core.options import path_or_none
 from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, probe, stem
-from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EWARP, EvalError, build_metrics,
+from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
+from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EvalError, EWARP, build_metrics,
                                   finite_or_none, parse_metric_names, score_pair)
+from Wan_SR.metrics.weights import MissingWeightsError
 from .parallel import pixel_frames, share_work
 
 log = logging.getLogger(__name__)
@@ -235,8 +238,6 @@ def average_scores(per_sample: dict, names: list) -> tuple[dict, list[str]]:
 
 def _pyiqa_version() -> Optional[str]:
     try:
-        import pyiqa
-
         return getattr(pyiqa, "__version__", None)
     except Exception:
         return None
@@ -245,8 +246,6 @@ def _pyiqa_version() -> Optional[str]:
 def _settings(gt, pred, out_dir: Path, opts: _Options, test_y_channel: bool, is_center: bool,
               batch_mode: bool, built: dict, seconds: float) -> dict:
     """The JSON's ``settings``: every option and convention the numbers depend on."""
-    from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
-
     return {
         "gt": str(gt) if gt is not None else None,
         "pred": str(pred),
@@ -330,8 +329,6 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
 def main(args) -> int:
     """Run from parsed ``eval_metrics.py`` arguments; returns the exit status
     (0 ok, 1 some samples failed, 2 nothing scored: bad arguments, missing weights, ...)."""
-    from Wan_SR.metrics.weights import MissingWeightsError
-
     try:
         res = evaluate(pred=args.pred, gt=args.gt, out=args.out, metrics=args.metrics,
                        crop=args.crop, test_y_channel=args.test_y_channel,

@@ -16,10 +16,16 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from Wan_SR.core.devices import visiting
 from Wan_SR.core.options import DEFAULT_K_SELECT, SamplingOptions, branch_names
+from Wan_SR.models.draft import load_draft, select_blocks
+from Wan_SR.models.lora import load_base_checkpoint
+from Wan_SR.models.text import PromptEncoder
 from Wan_SR.models.vae_stream import StreamDecoder, decode_in_lockstep, encode_chunks
+from Wan_SR.models.wan import load_dit, load_vae, require_files, vae_decode, vae_encode
 from .speculative import base_step, draft_steps
-from .speed import attention_context
+from .speed import (attention_context, compile_blocks, compile_vae_norms, convolution_kernels,
+                    vae_channels_last)
 from .timeline import FlowTimeline
 
 
@@ -90,8 +96,6 @@ class PSSRPipeline:
                  negative_context: Optional[torch.Tensor], config: SamplingConfig,
                  device="cpu", dtype=torch.float32, attention: str = "auto",
                  prompt: Optional[str] = None, vae_fast: Optional[bool] = None):
-        from ..models.draft import select_blocks
-
         self.vae, self.base, self.draft = vae, base_dit, draft
         self.device, self.dtype = torch.device(device), dtype
         self.prompt = prompt
@@ -131,8 +135,6 @@ class PSSRPipeline:
         the same output bits in every run), channels-last VAE convolutions, and with ``compile``
         torch.compile of every DiT block (once per process); ``compile_vae`` also compiles the
         VAE's normalisation layers."""
-        from .speed import compile_blocks, compile_vae_norms, convolution_kernels, vae_channels_last
-
         if self.device.type != "cuda":
             return self
         convolution_kernels(deterministic)
@@ -163,8 +165,6 @@ class PSSRPipeline:
 
     def _on_device(self, model):
         """``model`` on the device for a block; with offload, back to the CPU afterwards."""
-        from ..core.devices import visiting
-
         return visiting(model, self.device, enabled=self.offload)
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,11 +180,6 @@ class PSSRPipeline:
         of ``prompt`` (and ``negative_prompt`` with guidance). ``text``: the
         :class:`~Wan_SR.models.text.PromptEncoder` to embed with, left loaded for the caller
         (per-clip prompts); default: one made here and freed after these two prompts."""
-        from ..models.draft import load_draft
-        from ..models.lora import load_base_checkpoint
-        from ..models.text import PromptEncoder
-        from ..models.wan import load_dit, load_vae, require_files
-
         # fail early on every missing file at once, before the slow loads
         require_files(wan_files, base_path, draft_path)
         enc = text or PromptEncoder(wan_files.t5, wan_files.tokenizer, cache_dir=cache_dir,
@@ -208,8 +203,6 @@ class PSSRPipeline:
     # ------------------------------------------------------------------ latents
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(T,3,H,W) in [0,1] -> latents (1,16,T',H/8,W/8)."""
-        from ..models.wan import vae_encode
-
         self.stats.encodes += 1
         x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
         if self.vae_tiles:
@@ -220,8 +213,6 @@ class PSSRPipeline:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
-        from ..models.wan import vae_decode
-
         self.stats.decodes += 1
         if self.vae_tiles:
             tile, stride = self.vae_tiles

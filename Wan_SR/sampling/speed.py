@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from diffsynth.models.wan_video_vae import RMS_norm
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 ATTENTION_CHOICES = ("auto", "cudnn", "flash", "efficient", "math")
 
@@ -24,7 +26,6 @@ def attention_context(name: str, device) -> contextlib.AbstractContextManager:
     device = torch.device(device)
     if device.type != "cuda" or name is None:
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
     order = {
         "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION,
@@ -67,8 +68,6 @@ def vae_channels_last(vae) -> None:
 def compile_vae_norms(vae) -> None:
     """Compile the VAE's RMS norms (normalise, scale, shift: one fused kernel instead of several
     memory-bound passes over full-resolution activations)."""
-    from diffsynth.models.wan_video_vae import RMS_norm
-
     for m in vae.model.modules():
         if isinstance(m, RMS_norm):
             m.compile(dynamic=True)

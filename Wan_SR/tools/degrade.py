@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Optional
+
+# The layers below the command line (torch, diffsynth, the models and the runs) are imported
+# inside the functions that use them, so that `--help` and option errors answer at once.
 
 DESCRIPTION = """\
 Degrade every video (or frame folder) of --input_dir with the training degradation and write
@@ -66,7 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from pathlib import Path
 
     if not Path(args.input_dir).is_dir():
         parser.error(f"--input_dir not found or not a folder: {args.input_dir}")

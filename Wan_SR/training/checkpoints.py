@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from Wan_SR.core.files import (PARTIAL_TAG, remove_stale_partials as _remove,
-                               save_safetensors_atomic)
+from Wan_SR.core.distributed import all_gather
+from Wan_SR.core.files import PARTIAL_TAG, remove_stale_partials as _remove, save_safetensors_atomic
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ def save_state(accelerator, output: Path, step: int, trainer_state: dict) -> Opt
     main process's pid, shared by every process), renamed when complete; keeps the newest
     :data:`KEEP_STATES` folders."""
     final = state_folder(output, step)
-    from Wan_SR.core.distributed import all_gather
 
     pid = all_gather(os.getpid())[0]  # the main process names the folder
     tmp = final.with_name(f".{final.name}.{pid}{PARTIAL_TAG}")

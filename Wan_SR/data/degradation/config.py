@@ -24,6 +24,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from .kernels import FAMILIES
 from .ops import INTERP_MODES
 
@@ -147,8 +149,6 @@ def load_config(path: str | os.PathLike | Mapping | DegradationConfig | None = N
                 **overrides) -> DegradationConfig:
     """Read and validate a YAML file (None: ``config/degradation_pssr.yml``), or validate a
     mapping. ``overrides`` replace keys after loading (e.g. ``scale=2``)."""
-    import yaml
-
     if isinstance(path, DegradationConfig):
         return path.replace(**overrides) if overrides else path
     if isinstance(path, Mapping):

@@ -14,8 +14,10 @@ frame" parameter is a tensor of length N. Nothing here loops over pixels or fram
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 
 INTERP_MODES = ("area", "bilinear", "bicubic", "nearest")
 
@@ -273,8 +275,6 @@ def color_jitter(x: torch.Tensor, gen: torch.Generator, brightness, contrast, sa
                  ) -> torch.Tensor:
     """torchvision-style colour jitter in a random order, one factor of each kind for all of
     ``x`` (the release's per-clip jitter). A range of ``None`` skips that adjustment."""
-    import torchvision.transforms.functional as TF
-
     order = torch.randperm(4, generator=gen).tolist()
     draws = [float(torch.empty(1, dtype=torch.float64).uniform_(0, 1, generator=gen))
              for _ in range(4)]

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+import cv2  # on first use: OpenCV adds half a second to every script's start-up
 import numpy as np
 
 from ...core.files import PARTIAL_TAG
@@ -41,8 +42,6 @@ def list_frame_files(folder: str | os.PathLike) -> list[Path]:
 
 def read_image(path: Path) -> np.ndarray:
     """One frame file as (H, W, 3) uint8 RGB."""
-    import cv2  # on first use: OpenCV adds half a second to every script's start-up
-
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise VideoError(f"{path}: unreadable image")
