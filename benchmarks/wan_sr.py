@@ -19,8 +19,6 @@ from diffsynth.models.wan_video_vae import VideoVAE_, WanVideoVAE
 
 from Wan_SR.core.caches import configure_compile_caches
 from Wan_SR.core.options import DEFAULT_PROMPT
-from Wan_SR.data.clip_reader import ClipReader, count_frames
-from Wan_SR.data.dataset import VideoDataset
 from Wan_SR.data.degradation import Degradation
 from Wan_SR.data.video_io import iter_frames, read_video, write_video
 from Wan_SR.fusion.frequency import fuse_video
@@ -40,9 +38,9 @@ from Wan_SR.testing.lpips import write_random_lpips_weights
 from Wan_SR.testing.ram import TINY_RAM
 
 __all__ = [  # what the benchmarks take from here besides the adapters below
-    "ClipReader", "DEFAULT_PROMPT", "Degradation", "FlowTimeline", "VideoDataset",
+    "DEFAULT_PROMPT", "Degradation", "FlowTimeline",
     "attention_context", "base_step", "compile_vae_norms", "configure_compile_caches",
-    "count_frames", "draft_steps", "fuse_video",
+    "draft_steps", "fuse_video",
     "iter_frames", "load_base_checkpoint", "load_dit", "load_draft", "load_safetensors",
     "read_video", "select_blocks", "vae_channels_last", "vae_decode", "vae_encode", "write_video",
     "write_random_lpips_weights"]

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from Wan_SR.core.devices import visiting
-from .ram import load_ram
+from . import ram
 from .wan import DAPE_SOURCE, RAM_SOURCE
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ def load_tagger(ram_path, dape_path=None, *, enabled: bool = True, device="cpu",
     device = torch.device(device)
     if device.type == "cpu":
         dtype = torch.float32
-    ram = load_ram(ram_path, dape_path, device="cpu" if offload else device, dtype=dtype)
+    net = ram.load_ram(ram_path, dape_path, device="cpu" if offload else device, dtype=dtype)
     log.info("tagging with RAM%s (%s)", " + DAPE" if dape_path else "", Path(ram_path).name)
-    return Tagger(ram, device, offload=offload and device.type == "cuda",
+    return Tagger(net, device, offload=offload and device.type == "cuda",
                   with_dape=bool(dape_path))
 
 

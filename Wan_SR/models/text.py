@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from Wan_SR.core.caches import cache_root
 from Wan_SR.core.devices import visiting
 from Wan_SR.core.files import save_safetensors_atomic
-from .wan import load_prompter, load_text_encoder
+from . import wan
 
 
 def default_cache_dir() -> Path:
@@ -81,9 +81,9 @@ class PromptEncoder:
         return self.cache_dir / f"{cache_key(prompt, self.t5_path, self._fingerprint)}.safetensors"
 
     def _load(self):
-        prompter = load_prompter(self.tokenizer_dir)
+        prompter = wan.load_prompter(self.tokenizer_dir)
         where = "cpu" if self.offload else self.device
-        prompter.fetch_models(load_text_encoder(self.t5_path, dtype=self.dtype, device=where))
+        prompter.fetch_models(wan.load_text_encoder(self.t5_path, dtype=self.dtype, device=where))
         self._prompter = prompter
         self.encoder_loads += 1
 

@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.commands import Launch, clip_from_folder, fresh, prepare  # noqa: E402
 from benchmarks.common import ROOT, default_device, parse, parser, record, save  # noqa: E402
+# here, not in wan_sr.py: it reads clips with PyAV, which only the data and training benchmarks need
+from Wan_SR.data.clip_reader import count_frames  # noqa: E402
 
 NAME = "training/trainers"
 STEP_LINE = re.compile(r"step \d+: ([\d.]+) s")
@@ -38,7 +40,7 @@ def make_metadata(data_dir: Path, num_frames: int, out: Path) -> Path:
     """A CSV of the clips of ``data_dir`` with at least ``num_frames`` frames, default prompt."""
     rows = ["video,prompt"] + [f"{p.name},\"{ws.DEFAULT_PROMPT}\""
                                for p in sorted(data_dir.glob("*.mp4"))
-                               if ws.count_frames(p) >= num_frames]
+                               if count_frames(p) >= num_frames]
     out.write_text("\n".join(rows) + "\n")
     return out
 
