@@ -53,15 +53,15 @@ class Launch:
 
     @property
     def wan_dir(self) -> Path:
-        return self.root / "dependent_models" / "Wan2.1-T2V-1.3B"
+        return ws.wan_folder(self.root)
 
     @property
     def base_checkpoint(self) -> Path:
-        return self.root / "checkpoints" / "pretrained_models" / "base.safetensors"
+        return ws.checkpoint_folder(self.root) / "base.safetensors"
 
     @property
     def draft_checkpoint(self) -> Path:
-        return self.root / "checkpoints" / "pretrained_models" / "draft.safetensors"
+        return ws.checkpoint_folder(self.root) / "draft.safetensors"
 
     def command(self, script: list, processes: int = 1, peak_file: Optional[Path] = None) -> list:
         """``python [-m torch.distributed.run --nproc_per_node N] benchmarks/light_run.py ...

@@ -33,7 +33,7 @@ from Wan_SR.sampling.speculative import base_step, draft_step, draft_steps
 from Wan_SR.sampling.speed import attention_context, compile_vae_norms, vae_channels_last
 from Wan_SR.sampling.timeline import FlowTimeline
 from Wan_SR.testing.checkpoints import (REAL_DIT, REAL_T5, REAL_VAE, TINY_DIT, TINY_T5,
-                                                TINY_VAE)
+                                        TINY_VAE, checkpoint_folder, wan_folder)
 from Wan_SR.testing.lpips import write_random_lpips_weights
 from Wan_SR.testing.ram import TINY_RAM
 
@@ -43,7 +43,7 @@ __all__ = [  # what the benchmarks take from here besides the adapters below
     "draft_steps", "fuse_video",
     "iter_frames", "load_base_checkpoint", "load_dit", "load_draft", "load_safetensors",
     "read_video", "select_blocks", "vae_channels_last", "vae_decode", "vae_encode", "write_video",
-    "write_random_lpips_weights"]
+    "write_random_lpips_weights", "wan_folder", "checkpoint_folder"]
 
 
 # --------------------------------------------------------------------------- random models

@@ -56,6 +56,16 @@ TINY_LORA_RANK = 4
 REAL_LORA_RANK = 32
 
 
+def wan_folder(root) -> Path:
+    """Where the factory puts the Wan2.1 files under ``root`` (the repository's layout)."""
+    return Path(root) / "dependent_models" / "Wan2.1-T2V-1.3B"
+
+
+def checkpoint_folder(root) -> Path:
+    """Where the factory puts ``base.safetensors`` and ``draft.safetensors`` under ``root``."""
+    return Path(root) / "checkpoints" / "pretrained_models"
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What to write where: one value for every step of :func:`make_checkpoints`."""
@@ -69,11 +79,11 @@ class _Plan:
 
     @property
     def wan_dir(self) -> Path:
-        return self.out / "dependent_models" / "Wan2.1-T2V-1.3B"
+        return wan_folder(self.out)
 
     @property
     def ckpt_dir(self) -> Path:
-        return self.out / "checkpoints" / "pretrained_models"
+        return checkpoint_folder(self.out)
 
     @property
     def dit_metadata(self) -> dict:
