@@ -33,11 +33,14 @@ class RunResult:
     wall_s: float
     log: str
     peaks: list
+    reserved: tuple = ()
 
     def summary(self) -> dict:
         known = [p for p in self.peaks if p is not None]
+        held = [p for p in self.reserved if p is not None]
         return {"returncode": self.returncode, "wall_s_including_model_load": self.wall_s,
                 "peak_gib": max(known) if known else None, "peak_gib_per_process": self.peaks,
+                "peak_reserved_gib": max(held) if held else None,
                 "log_tail": self.log[-1500:]}
 
 
@@ -63,35 +66,48 @@ class Launch:
     def draft_checkpoint(self) -> Path:
         return ws.checkpoint_folder(self.root) / "draft.safetensors"
 
-    def command(self, script: list, processes: int = 1, peak_file: Optional[Path] = None) -> list:
+    def command(self, script: list, processes: int = 1, peak_file: Optional[Path] = None,
+                memory_cap: Optional[float] = None) -> list:
         """``python [-m torch.distributed.run --nproc_per_node N] benchmarks/light_run.py ...
         script...``."""
         dist = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes)] \
             if processes > 1 else []
         return [sys.executable, *dist, str(LIGHT_RUN), *([] if self.light else ["--full"]),
-                *(["--peak_file", str(peak_file)] if peak_file else []), *map(str, script)]
+                *(["--peak_file", str(peak_file)] if peak_file else []),
+                *(["--memory_cap", str(memory_cap)] if memory_cap else []), *map(str, script)]
 
-    def run(self, script: list, processes: int = 1, **env) -> RunResult:
-        """Run ``script`` (a project script and its arguments) and wait for it."""
+    def run(self, script: list, processes: int = 1, memory_cap: Optional[float] = None,
+            timeout: Optional[float] = None, **env) -> RunResult:
+        """Run ``script`` (a project script and its arguments) and wait for it (at most
+        ``timeout`` seconds: then the return code is -9); ``memory_cap``: GiB the caching
+        allocator may hold (a smaller card)."""
         peak = self.work / "peak"
         for old in self.work.glob("peak*"):
             old.unlink()
         t0 = time.perf_counter()
-        r = subprocess.run(self.command(script, processes, peak), capture_output=True, text=True,
-                           cwd=ROOT, env=dict(self.env, **env))
+        try:
+            r = subprocess.run(self.command(script, processes, peak, memory_cap),
+                               capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                               env=dict(self.env, **env))
+            code, log = r.returncode, r.stdout + r.stderr
+        except subprocess.TimeoutExpired as e:
+            code, log = -9, (e.stdout or b"").decode(errors="replace") + "\n(timed out)"
         wall = time.perf_counter() - t0
-        return RunResult(r.returncode, wall, r.stdout + r.stderr, read_peaks(peak, processes))
+        return RunResult(code, wall, log, read_peaks(peak, processes),
+                         tuple(read_peaks(peak, processes, "peak_reserved_gib")))
 
 
-def read_peaks(prefix: Path, processes: int) -> list:
-    """The peaks ``light_run.py --peak_file`` wrote (one per process; None where none was)."""
+def read_peaks(prefix: Path, processes: int, key: str = "peak_gib") -> list:
+    """The peaks ``light_run.py --peak_file`` wrote (one per process; None where none was);
+    ``key`` ``peak_reserved_gib``: the reserved memory's."""
     names = [prefix] if processes == 1 else [Path(f"{prefix}.{r}") for r in range(processes)]
-    return [json.loads(p.read_text())["peak_gib"] if p.exists() else None for p in names]
+    return [json.loads(p.read_text()).get(key) if p.exists() else None for p in names]
 
 
-def prepare(work, quick: bool, light: bool) -> Launch:
+def prepare(work, quick: bool, light: bool, tags: bool = False) -> Launch:
     """The children's set-up under ``work``: their environment, and random checkpoints of the real
-    sizes (tiny with ``quick``, then everything on the CPU) written once by the factory."""
+    sizes (tiny with ``quick``, then everything on the CPU) written once by the factory; with
+    ``tags`` also the RAM tagger and the real-size text encoder (11 GB), in their own folder."""
     if quick and light:
         raise SystemExit("--quick with --light: the tiny checkpoints carry a text encoder whose "
                          "tokenizer needs diffsynth's full import; run --quick without --light")
@@ -101,9 +117,10 @@ def prepare(work, quick: bool, light: bool) -> Launch:
     env = dict(os.environ, PSSR_CACHE_DIR=str(work / "cache"), PYTHONUNBUFFERED="1")
     if quick:
         env.update(CUDA_VISIBLE_DEVICES="", ACCELERATE_USE_CPU="true")
-    launch = Launch(work, work / f"checkpoints_{size}", env, light)
+    launch = Launch(work, work / f"checkpoints_{size}{'_tags' if tags else ''}", env, light)
     if not launch.draft_checkpoint.exists():
-        r = launch.run(["-m", FACTORY, "--out", launch.root, "--size", size, "--no_ram"])
+        extra = ["--text_encoder"] if tags and not quick else [] if tags else ["--no_ram"]
+        r = launch.run(["-m", FACTORY, "--out", launch.root, "--size", size, *extra])
         if r.returncode:
             raise RuntimeError(f"the checkpoint factory failed:\n{r.log[-3000:]}")
     return launch

@@ -206,18 +206,30 @@ def reset_peak(device) -> None:
 def light_diffsynth() -> None:
     """Import diffsynth's model files without its package ``__init__`` (which pulls in
     transformers, modelscope and every pipeline): enough for the DiT, VAE and umT5 classes, so
-    GPU machines need only the diffsynth wheel itself."""
+    GPU machines need only the diffsynth wheel itself. The umT5 prompter (``WanPrompter``) is
+    reached without diffsynth's model manager (which needs modelscope); it needs ``ftfy``."""
     if "diffsynth" in sys.modules:
         return
     spec = importlib.util.find_spec("diffsynth")
     if spec is None:
         raise ImportError("diffsynth is not installed")
     root = os.path.dirname(spec.origin)
-    for name, path in (("diffsynth", root), ("diffsynth.models", os.path.join(root, "models"))):
+    for name, path in (("diffsynth", root), ("diffsynth.models", os.path.join(root, "models")),
+                       ("diffsynth.prompters", os.path.join(root, "prompters"))):
         mod = types.ModuleType(name)
         mod.__path__ = [path]
         mod.__file__ = os.path.join(path, "__init__.py")
         sys.modules[name] = mod
+    manager = types.ModuleType("diffsynth.models.model_manager")
+    manager.ModelManager = object  # only named in the prompters' signatures
+    sys.modules[manager.__name__] = manager
+
+    def prompter(name: str):
+        if name == "WanPrompter":
+            return importlib.import_module("diffsynth.prompters.wan_prompter").WanPrompter
+        raise AttributeError(name)
+
+    sys.modules["diffsynth.prompters"].__getattr__ = prompter
 
 
 if "--light" in sys.argv[1:]:  # before any diffsynth import: see the module docstring

@@ -8,8 +8,6 @@ below (which would otherwise load diffsynth's package ``__init__``).
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from benchmarks import common  # noqa: F401  (first: --light, see above)
@@ -25,6 +23,7 @@ from Wan_SR.fusion.frequency import fuse_video
 from Wan_SR.models import vae_fast
 from Wan_SR.models.draft import build_draft, load_draft, select_blocks
 from Wan_SR.models.lora import load_base_checkpoint
+from Wan_SR.models.offload import HostCopy, stream_text_encoder
 from Wan_SR.models.ram import REAL_RAM, RAMTagger
 from Wan_SR.models.wan import (load_dit, load_safetensors, vae_decode, vae_encode,
                                widen_patch_embedding)
@@ -38,7 +37,7 @@ from Wan_SR.testing.lpips import write_random_lpips_weights
 from Wan_SR.testing.ram import TINY_RAM
 
 __all__ = [  # what the benchmarks take from here besides the adapters below
-    "DEFAULT_PROMPT", "Degradation", "FlowTimeline",
+    "DEFAULT_PROMPT", "Degradation", "FlowTimeline", "HostCopy", "stream_text_encoder",
     "attention_context", "base_step", "compile_vae_norms", "configure_compile_caches",
     "draft_steps", "fuse_video",
     "iter_frames", "load_base_checkpoint", "load_dit", "load_draft", "load_safetensors",
@@ -107,17 +106,6 @@ def optimize(pipe, compile: bool = True, compile_vae: bool = False) -> PSSRPipel
 def use_reference_vae(pipe, reference: bool) -> None:
     """The pipeline's VAE forward: the reference (diffsynth's) or the default (fused on CUDA)."""
     pipe.vae_fast = False if reference else None
-
-
-def low_memory_copy(pipe) -> PSSRPipeline:
-    """A copy of ``pipe`` in the low-memory mode (tiled VAE, DiTs offloaded between steps)."""
-    return copy.copy(pipe).enable_low_memory()
-
-
-def models_to(pipe, device) -> None:
-    """Both DiTs back on ``device`` (after a low-memory run left them on the CPU)."""
-    pipe.base.to(device)
-    pipe.draft.to(device)
 
 
 def last_branch(pipe) -> str:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.low_memory",
+SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.memory",
+           "inference.memory_profile",
            "inference.fusion", "inference.bf16_conformance", "training.trainers",
            "data.degradation", "data.tagger"]
 

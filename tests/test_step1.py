@@ -192,25 +192,6 @@ def test_branch_names():
     assert branch_names(0) == ["base"]
 
 
-def test_low_memory_mode_tiles_the_vae(pipe, monkeypatch):
-    import copy
-
-    frames = torch.rand(5, 3, 48, 48)
-    ref = pipe.run_tile(frames, ["base"])["base"]
-    low = copy.copy(pipe).enable_low_memory()          # VAE tile 34x34 latents: one tile here
-    same = low.run_tile(frames, ["base"])["base"]
-    assert torch.allclose(same, ref, atol=1e-5)
-    calls = []
-    orig_enc, orig_dec = pipe.vae.model.encode, pipe.vae.model.decode
-    monkeypatch.setattr(pipe.vae.model, "encode", lambda *a, **k: calls.append("e") or orig_enc(*a, **k))
-    monkeypatch.setattr(pipe.vae.model, "decode", lambda *a, **k: calls.append("d") or orig_dec(*a, **k))
-    small = copy.copy(pipe).enable_low_memory(vae_tile=(4, 4), vae_stride=(2, 2))
-    out = small.run_tile(frames, ["base"])["base"]
-    assert out.shape == (5, 3, 48, 48) and torch.isfinite(out).all()
-    assert calls.count("e") == 4 and calls.count("d") == 4   # 2x2 tiles of a 6x6 latent
-    assert 0 <= out.min() and out.max() <= 1
-
-
 def test_in_memory_restore_api(pipe):
     """restore(frames) on a clip that fits one window and tile is run_tile on it, rounded once;
     with several windows and tiles it keeps the frame count and size, and 'final' is the fusion

@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     from Wan_SR.models.wan import MissingWeightsError
     from Wan_SR.runs.step1 import restore_folder
     from Wan_SR.runs.step1.load import load_models
+    from Wan_SR.runs.step1.plan import largest_clip
 
     try:
         files = check_weights(cfg)
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     torch.manual_seed(cfg.sampling.seed)
     init_processes()
     try:
-        pipe, prompts = load_models(cfg, files)
+        pipe, prompts = load_models(cfg, files, largest_clip(inputs, cfg))
     except (MissingWeightsError, ValueError) as e:
         log.error("%s", e)
         return 2

@@ -1,7 +1,6 @@
 """Device and dtype names used by every script."""
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
@@ -52,21 +51,3 @@ def parse_dtype(name: str):
     if key not in DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose from {list(DTYPES)}")
     return getattr(torch, key)
-
-
-@contextlib.contextmanager
-def visiting(module, device, enabled: bool = True):
-    """Yield ``module`` moved to ``device``; send it back to the CPU afterwards (and free the
-    cache). ``enabled`` False: the module stays where it is. Models kept on the CPU in
-    low-memory runs visit the GPU this way for their work."""
-    if not enabled:
-        yield module
-        return
-
-    module.to(device)
-    try:
-        yield module
-    finally:
-        module.to("cpu")
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

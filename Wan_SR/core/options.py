@@ -212,6 +212,10 @@ class DeviceOptions:
     device: Optional[str] = opt(None, "cuda, cuda:N or cpu (default: cuda when available, else cpu)")
 
 
+# --low_memory: the smallest budget the README's table measures (an 8 GB card)
+LOW_MEMORY_BUDGET = 6.5
+
+
 @dataclass
 class SpeedOptions(DeviceOptions):
     """Step 1's device and GPU speed switches (:mod:`Wan_SR.sampling.speed`, docs/method.md,
@@ -226,10 +230,33 @@ class SpeedOptions(DeviceOptions):
                                      "faster on short ones)")
     no_channels_last: bool = opt(False, "keep the VAE in channels-first layout (channels-last is "
                                         "~20%% faster on GPU)")
-    low_memory: bool = opt(False, "for 24 GB cards and 1080p: VAE in spatial tiles (slightly "
-                                  "different values near tile seams) and the DiTs kept on the "
-                                  "CPU between steps (pixel windows only); with tags, the tagger "
-                                  "and the text encoder wait on the CPU between clips")
+    vram_budget: str = opt("auto", "GPU memory this run may use, in GiB (PyTorch's reserved "
+                                   "memory; leave ~1 GiB of the card for the CUDA context): the "
+                                   "run picks the fastest settings that fit (DiT blocks streamed "
+                                   "from host memory, the VAE in exact tiles; the same outputs) "
+                                   "and is held to it. auto: the GPU's free memory at the start",
+                           type=str)
+    low_memory: bool = opt(False, "the smallest budget of the README's table: --vram_budget "
+                                  f"{LOW_MEMORY_BUDGET:g} (an 8 GB card)")
+
+    def budget_gib(self) -> Optional[float]:
+        """The budget in GiB: None for auto (decided from the free memory at the start)."""
+        if self.low_memory and self.vram_budget == "auto":
+            return LOW_MEMORY_BUDGET
+        if self.vram_budget == "auto":
+            return None
+        return float(self.vram_budget)
+
+    def validate(self) -> None:
+        if self.vram_budget == "auto":
+            return
+        try:
+            ok = float(self.vram_budget) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"--vram_budget must be a positive number of GiB or auto, got "
+                             f"{self.vram_budget!r}")
 
 
 def name_list(text: str) -> list[str]:
@@ -304,11 +331,9 @@ class Step1Config:
 
     def validate(self) -> None:
         """Every check that needs neither files nor models (ValueError naming the option)."""
-        for part in (self.sampling, self.windows, self.fusion, self.output, self.step1):
+        for part in (self.sampling, self.windows, self.fusion, self.output, self.step1,
+                     self.speed):
             part.validate()
-        if self.speed.low_memory and self.step1.window_space == "latent":
-            raise ValueError("--low_memory works with pixel windows only (drop --window_space "
-                             "latent)")
         self.step1.resolve_outputs(len(self.sampling.timestep_draft_list))
 
 

@@ -8,6 +8,7 @@ frame with no tag leaves the prompt alone (no trailing ``", "``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -15,8 +16,8 @@ from typing import Callable, Optional
 
 import torch
 
-from Wan_SR.core.devices import visiting
 from . import ram
+from .offload import HostCopy
 from .wan import DAPE_SOURCE, RAM_SOURCE
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,15 @@ def load_tagger(ram_path, dape_path=None, *, enabled: bool = True, device="cpu",
 
 
 class Tagger:
-    """``tags(frame) -> "tag, tag, ..."`` on ``device``; with ``offload`` the network waits on the
-    CPU between frames (so it holds no device memory while the DiTs run). ``seconds`` sums the
-    time spent tagging."""
+    """``tags(frame) -> "tag, tag, ..."`` on ``device``; with ``offload`` the network waits in
+    (pinned) host memory between frames (so it holds no device memory while the DiTs run).
+    ``seconds`` sums the time spent tagging."""
 
     def __init__(self, ram, device, offload: bool = False, with_dape: bool = False):
-        self.ram, self.device, self.offload = ram, torch.device(device), offload
+        self.ram, self.device = ram, torch.device(device)
+        self.host = None
+        if offload:
+            self.use_offload()
         self.with_dape = with_dape
         self.calls = 0
         self.seconds = 0.0
@@ -80,7 +84,7 @@ class Tagger:
     def tags(self, frame) -> str:
         """Tags of one frame: (H,W,3) uint8 or (3,H,W) float in [0,1]."""
         t0 = time.perf_counter()
-        with visiting(self.ram, self.device, enabled=self.offload) as ram:
+        with self.host.on_device() if self.host else contextlib.nullcontext(self.ram) as ram:
             if isinstance(frame, torch.Tensor):
                 frame = frame.to(self.device)
             out = ram.tags(frame)
@@ -93,11 +97,14 @@ class Tagger:
         return {"tagger": "ram+dape" if self.with_dape else "ram",
                 "num_tags": len(self.ram.tag_names)}
 
+    @property
+    def offload(self) -> bool:
+        return self.host is not None
+
     def use_offload(self) -> None:
-        """From now on the network waits on the CPU between frames (on a CUDA device)."""
-        if self.device.type == "cuda":
-            self.offload = True
-            self.ram.to("cpu")
+        """From now on the network waits in host memory between frames (on a CUDA device)."""
+        if self.device.type == "cuda" and self.host is None:
+            self.host = HostCopy(self.ram, self.device)
 
 
 class ClipPrompts:
@@ -139,12 +146,6 @@ class ClipPrompts:
             return None
         return dict(self.tagger.describe(), frame_seed=self.seed)
 
-    def use_offload(self) -> None:
-        """Low-memory runs: the tagger and the text encoder wait on the CPU between clips."""
-        if self.tagger is not None:
-            self.tagger.use_offload()
-            self.text.use_offload()
-
     def log_cost(self) -> None:
         """What per-clip tags cost this run: tagging and the text encodes of new prompts."""
         if self.tagger is None or not self.tagger.calls:
@@ -153,3 +154,6 @@ class ClipPrompts:
         log.info("tags: %d clip(s), %.2f s tagging + %.2f s encoding %d new prompt(s) "
                  "(%.2f s per clip)", t.calls, t.seconds, text.seconds, text.encodes,
                  (t.seconds + text.seconds) / t.calls)
+        if text.stream is not None and text.stream.copied_bytes:
+            log.info("text encoder: %.2f GiB streamed from host memory",
+                     text.stream.copied_bytes / 2 ** 30)

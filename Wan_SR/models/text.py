@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from Wan_SR.core.caches import cache_root
-from Wan_SR.core.devices import visiting
 from Wan_SR.core.files import save_safetensors_atomic
 from . import wan
+from .offload import stream_text_encoder
 
 
 def default_cache_dir() -> Path:
@@ -56,9 +56,10 @@ def cache_key(prompt: str, encoder_path: str | os.PathLike,
 class PromptEncoder:
     """``encode(prompt) -> (1, L, D)`` text context, cached on disk.
 
-    The tokenizer and encoder are loaded on the first cache miss only. With ``offload`` the
-    encoder is kept on the CPU and visits ``device`` for each encode (low-memory runs with
-    per-clip tagged prompts); ``seconds`` sums the time spent encoding (cache misses).
+    The tokenizer and encoder are loaded on the first cache miss only. With ``offload`` (on a
+    GPU) the encoder waits in pinned host memory and streams through the GPU block by block for
+    each encode (:func:`Wan_SR.models.offload.stream_text_encoder`: under 1 GB of the GPU
+    instead of 11); ``seconds`` sums the time spent encoding (cache misses).
     """
 
     def __init__(self, t5_path: str | os.PathLike, tokenizer_dir: str | os.PathLike,
@@ -70,6 +71,7 @@ class PromptEncoder:
         self.device, self.dtype = torch.device(device), dtype
         self.offload = offload and self.device.type != "cpu"
         self._prompter = None
+        self.stream = None  # the encoder's BlockStream with offload, once loaded
         self._fingerprint: Optional[str] = None
         self.encoder_loads = 0
         self.encodes = 0
@@ -83,7 +85,10 @@ class PromptEncoder:
     def _load(self):
         prompter = wan.load_prompter(self.tokenizer_dir)
         where = "cpu" if self.offload else self.device
-        prompter.fetch_models(wan.load_text_encoder(self.t5_path, dtype=self.dtype, device=where))
+        encoder = wan.load_text_encoder(self.t5_path, dtype=self.dtype, device=where)
+        if self.offload:
+            self.stream = stream_text_encoder(encoder, self.device)
+        prompter.fetch_models(encoder)
         self._prompter = prompter
         self.encoder_loads += 1
 
@@ -94,24 +99,16 @@ class PromptEncoder:
         if self._prompter is None:
             self._load()
         t0 = time.perf_counter()
-        with visiting(self._prompter.text_encoder, self.device, enabled=self.offload), \
-                torch.no_grad():
+        with torch.no_grad():
             ctx = self._prompter.encode_prompt(prompt, positive=True, device=self.device)
+        if self.stream is not None:  # its slots leave the GPU to the DiTs and the VAE
+            self.stream.release()
         ctx = ctx.detach().to("cpu").contiguous()
         self.encodes += 1
         self.seconds += time.perf_counter() - t0
         save_safetensors_atomic(path, {"context": ctx},
                                 metadata={"prompt": prompt, "encoder": str(self.t5_path.resolve())})
         return ctx
-
-    def use_offload(self) -> None:
-        """From now on keep the encoder on the CPU between encodes."""
-        if self.device.type == "cpu" or self.offload:
-            return
-        self.offload = True
-        if self._prompter is not None:
-            self._prompter.text_encoder.to("cpu")
-            torch.cuda.empty_cache()
 
     def release(self):
         """Free the encoder (after all prompts of a run are encoded)."""

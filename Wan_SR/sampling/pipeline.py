@@ -16,10 +16,11 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from Wan_SR.core.devices import visiting
 from Wan_SR.core.options import DEFAULT_K_SELECT, SamplingOptions, branch_names
 from Wan_SR.models.draft import load_draft, select_blocks
+from Wan_SR.models import vae_tiles
 from Wan_SR.models.lora import load_base_checkpoint
+from Wan_SR.models.offload import BlockStream
 from Wan_SR.models.text import PromptEncoder
 from Wan_SR.models.vae_stream import StreamDecoder, decode_in_lockstep, encode_chunks
 from Wan_SR.models.wan import load_dit, load_vae, require_files, vae_decode, vae_encode
@@ -116,8 +117,8 @@ class PSSRPipeline:
         self.attention = attention
         self.vae_fast = vae_fast     # None: the fast VAE path on CUDA (models/vae_fast.py)
         self.channels_last = False
-        self.vae_tiles = None        # (tile, stride) in latent pixels when VAE tiling is on
-        self.offload = False         # DiTs live on the CPU and visit the device for their step
+        self.vae_tiles = None        # (rows, cols) of the VAE's exact tiles (a memory budget)
+        self.streams = {}            # {"base"/"draft": BlockStream} of DiTs streamed from host
         self.stats = PipelineStats()
 
     def branch_names(self) -> list[str]:
@@ -148,24 +149,20 @@ class PSSRPipeline:
             compile_vae_norms(self.vae)
         return self
 
-    def enable_low_memory(self, vae_tile=(34, 34), vae_stride=(18, 16),
-                          offload: bool = True) -> "PSSRPipeline":
-        """Low-memory mode (24 GB cards, 1080p): the VAE works in spatial tiles (diffsynth's
-        tiled encode/decode, results blended on the CPU; values differ slightly from untiled
-        near tile seams), and with ``offload`` the base and draft DiTs stay on the CPU and
-        move to the device only for their step (on CUDA)."""
-        self.vae_tiles = (tuple(vae_tile), tuple(vae_stride))
-        self.offload = offload and self.device.type == "cuda"
-        if self.offload:
-            self.base.to("cpu")
-            self.draft.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    def use_memory_plan(self, plan) -> "PSSRPipeline":
+        """Work within a memory budget (:func:`Wan_SR.sampling.memory.plan_memory`): the DiT
+        blocks beyond the plan's resident ones stream from pinned host memory, and the VAE runs
+        in exact spatial tiles. The values computed do not change."""
+        self.vae_tiles = tuple(plan.vae_tiles) if tuple(plan.vae_tiles) != (1, 1) else None
+        for name, model, resident in (("base", self.base, plan.base_resident),
+                                      ("draft", self.draft, plan.draft_resident)):
+            if name not in self.streams and resident < len(model.blocks):
+                self.streams[name] = BlockStream(model.blocks, self.device, resident)
         return self
 
-    def _on_device(self, model):
-        """``model`` on the device for a block; with offload, back to the CPU afterwards."""
-        return visiting(model, self.device, enabled=self.offload)
+    def streamed_bytes(self) -> int:
+        """Bytes of DiT weights copied from host memory so far (memory budgets)."""
+        return sum(s.copied_bytes for s in self.streams.values())
 
     def _memory_format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last_3d) if self.channels_last else x
@@ -206,22 +203,19 @@ class PSSRPipeline:
         self.stats.encodes += 1
         x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
         if self.vae_tiles:
-            tile, stride = self.vae_tiles
-            return self.vae.encode(x, self.device, tiled=True, tile_size=tile,
-                                   tile_stride=stride).to(self.device, self.dtype)
+            x = self._memory_format(x).to(next(self.vae.parameters()).dtype)
+            return vae_tiles.encode(self.vae, x, self.vae_tiles).contiguous()
         return vae_encode(self.vae, self._memory_format(x), fast=self.vae_fast).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
         self.stats.decodes += 1
         if self.vae_tiles:
-            tile, stride = self.vae_tiles
-            y = self.vae.decode(latents.to(self.dtype), self.device, tiled=True, tile_size=tile,
-                                tile_stride=stride)[0].to(self.device).permute(1, 0, 2, 3).float()
-            return (y + 1) / 2
-        y = vae_decode(self.vae, self._memory_format(latents),
-                       fast=self.vae_fast)[0].permute(1, 0, 2, 3).float()
-        return (y + 1) / 2
+            z = self._memory_format(latents).to(next(self.vae.parameters()).dtype)
+            y = vae_tiles.decode(self.vae, z, self.vae_tiles).clamp_(-1, 1)
+        else:
+            y = vae_decode(self.vae, self._memory_format(latents), fast=self.vae_fast)
+        return (y[0].permute(1, 0, 2, 3).float() + 1) / 2
 
     def encode_streamed(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
         """:meth:`encode` of a clip given as chunks (frame 0, then 4 frames at a time; see
@@ -252,18 +246,16 @@ class PSSRPipeline:
         tlist = list(cfg.timestep_draft_list)
         n = len(tlist) if num_draft_steps is None else num_draft_steps
         t_next = tlist[0] if tlist else 0
-        with self._on_device(self.base) as base:
-            b = base_step(base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
-                          t_next=t_next, record_blocks=cfg.record_blocks if n else (),
-                          cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
+        b = base_step(self.base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
+                      t_next=t_next, record_blocks=cfg.record_blocks if n else (),
+                      cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
         out = [b.x0]
         if n:
             # steps after the last requested one are skipped: x0_k = z_k - sigma(t_k) v_k does
             # not depend on where step k would move z next
-            with self._on_device(self.draft) as draft:
-                x0s, _ = draft_steps(draft, b.z_next, z_l, self.context, b.features,
-                                     self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
-                                     negative_context=self.negative_context)
+            x0s, _ = draft_steps(self.draft, b.z_next, z_l, self.context, b.features,
+                                 self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
+                                 negative_context=self.negative_context)
             out += x0s
         return out
 

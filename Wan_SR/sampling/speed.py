@@ -51,9 +51,11 @@ def convolution_kernels(deterministic: bool = False) -> None:
 
 
 def compile_blocks(model) -> None:
-    """Compile every transformer block in place (``nn.Module.compile``)."""
+    """Compile every transformer block in place (``nn.Module.compile``), except blocks streamed
+    from host memory (:class:`Wan_SR.models.offload.BlockStream`: their hooks swap weights)."""
     for block in model.blocks:
-        block.compile()
+        if not hasattr(block, "_pssr_stream_index"):
+            block.compile()
 
 
 def vae_channels_last(vae) -> None:

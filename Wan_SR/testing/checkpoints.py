@@ -124,11 +124,17 @@ def write_tokenizer(plan: _Plan) -> Path:
 
 def write_text_encoder(plan: _Plan, tok_dir: Path) -> Path:
     """The umT5 encoder (bf16), its vocabulary the tokenizer's for tiny shapes."""
-    if plan.real:
-        t5 = WanTextEncoder(**REAL_T5)
-    else:
-        t5 = WanTextEncoder(vocab=len(AutoTokenizer.from_pretrained(str(tok_dir))), **TINY_T5)
     path = plan.wan_dir / WAN_T5_FILE
+    if plan.real:  # 5.7B values: drawn in bf16 straight away (the module's own init is slow)
+        with torch.device("meta"):
+            t5 = WanTextEncoder(**REAL_T5)
+        g = torch.Generator().manual_seed(plan.seed)
+        sd = {k: (torch.ones(v.shape, dtype=torch.bfloat16) if k.split(".")[-2].startswith("norm")
+                  else torch.randn(v.shape, generator=g, dtype=torch.bfloat16) * 0.02)
+              for k, v in t5.state_dict().items()}
+        torch.save(sd, path)
+        return path
+    t5 = WanTextEncoder(vocab=len(AutoTokenizer.from_pretrained(str(tok_dir))), **TINY_T5)
     torch.save({k: v.to(torch.bfloat16) for k, v in t5.state_dict().items()}, path)
     return path
 

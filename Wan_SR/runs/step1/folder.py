@@ -18,6 +18,7 @@ from Wan_SR.data import video_io
 from Wan_SR.models.tagger import ClipPrompts
 from ..common import Records, Summary, end_run, output_names, start_run
 from ..parallel import decided, deliver, finish, pixel_frames, reporter, share_work
+from .load import out_of_memory_hint
 from .plan import SCRIPT, plan_video, record_settings
 from .sink import VideoSink
 from .sources import open_source
@@ -105,12 +106,16 @@ def restore_folder(pipe, input_dir, output_dir, cfg: Step1Config, inputs=None,
                                       name=name, prompts=prompts, together=together)
             secs = time.perf_counter() - t0
         except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
-            report.fail(name, e)
+            report.fail(name, out_of_memory_hint(e, pipe))
             continue
         if out or together:
             summary.made(made, secs)
         report_video(report, name, info, out, secs)
     prompts.log_cost()
+    if pipe.streams and pipe.stats.encodes:
+        log.info("DiT weights streamed from host memory: %.2f GiB (%.2f GiB per window tile)",
+                 pipe.streamed_bytes() / 2 ** 30,
+                 pipe.streamed_bytes() / 2 ** 30 / pipe.stats.encodes)
     summary.redone.update(records.redone)
     status = finish(summary, time.perf_counter() - t_run)
     end_run(output_dir, records, status)

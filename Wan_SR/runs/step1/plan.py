@@ -76,6 +76,23 @@ def plan_video(in_path, output_dir, cfg: Step1Config, names: Sequence[str],
     return VideoJob(info, name, clip, Path(output_dir), audio)
 
 
+def largest_clip(inputs, cfg: Step1Config) -> Optional[tuple[int, int, int]]:
+    """(frames, height, width) at the processing size, the largest over ``inputs`` (for the
+    memory plan); None when none can be probed (they fail later, each with its reason)."""
+    sizes = []
+    for path in inputs:
+        try:
+            info = video_io.probe(path, fps=cfg.output.rate())
+        except (video_io.VideoError, OSError):
+            continue
+        c = plan_clip(info.num_frames, info.height, info.width, ["base"], ["base"],
+                      cfg.step1.upscale)
+        sizes.append((c.num_frames, c.height, c.width))
+    if not sizes:
+        return None
+    return (max(s[0] for s in sizes), max(s[1] for s in sizes), max(s[2] for s in sizes))
+
+
 def record_settings(cfg: Step1Config, pipe, prompts) -> dict:
     """The settings that decide step 1's outputs (in ``run_config.json`` and in each output's
     record, compared by ``--skip_existing``): the pipeline's resolved sampling config, its
