@@ -51,10 +51,6 @@ FASTERVQA_URL = ("https://github.com/VQAssessment/FAST-VQA-and-FasterVQA/release
 VIDEO_METRICS = ("dover", "dover_technical", "dover_aesthetic", "fastervqa")
 
 
-class VQAWeightsMissing(FileNotFoundError):
-    """The weight file of DOVER / FasterVQA is not in any of the searched folders."""
-
-
 # ----------------------------------------------------------------------------- sampling
 
 def segment_indices(n: int, clip_len: int, segments: int, interval: int, num_clips: int,
@@ -132,33 +128,6 @@ def sigmoid(x: float) -> float:
 
 
 # ----------------------------------------------------------------------------- weights
-
-def weight_folders(weights_dir: Optional[str]) -> list[Path]:
-    """Where the files are looked for: ``--weights_dir`` (any depth), then the torch hub
-    ``checkpoints`` folder."""
-    folders = [Path(weights_dir)] if weights_dir else []
-    folders.append(Path(torch.hub.get_dir()) / "checkpoints")
-    return folders
-
-
-def find_weight_file(names: tuple, weights_dir: Optional[str], metric: str, url: str) -> Path:
-    """The first of ``names`` found; otherwise :class:`VQAWeightsMissing` with one line naming
-    the file, the folders searched and where to get it."""
-    folders = weight_folders(weights_dir)
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for name in names:
-            if (folder / name).is_file():
-                return folder / name
-            for p in sorted(folder.rglob(name)):
-                if p.is_file():
-                    return p
-    raise VQAWeightsMissing(
-        f"metric '{metric}' needs the weight file '{names[0]}' (from {url}); it is not in "
-        f"{' nor '.join(str(f) for f in folders)}. Download it and put it in one of these "
-        f"folders or pass --weights_dir DIR with the file anywhere inside DIR.")
-
 
 def read_state_dict(path: Path, inner: Optional[str] = None) -> dict:
     try:
@@ -273,22 +242,3 @@ class FasterVQA:
     def __call__(self, n: int, get_frames: FrameGetter, seed: int = DEFAULT_SEED) -> dict:
         return {"fastervqa": sigmoid((self.raw_score(n, get_frames, seed) - 0.14759505)
                                      / 0.03613452)}
-
-
-def build_video_metrics(names, device: str, weights_dir: Optional[str]) -> dict:
-    """{"dover": DOVER, "fastervqa": FasterVQA} for the requested names (``dover*`` share one
-    model); every weight file is found before any model is built."""
-    want_dover = any(n.startswith("dover") for n in names)
-    want_fast = "fastervqa" in names
-    paths = {}
-    if want_dover:
-        paths["dover"] = find_weight_file((DOVER_FILE,), weights_dir, "dover", DOVER_URL)
-    if want_fast:
-        paths["fastervqa"] = find_weight_file(FASTERVQA_FILES, weights_dir, "fastervqa",
-                                              FASTERVQA_URL)
-    built = {}
-    if want_dover:
-        built["dover"] = DOVER(paths["dover"], device)
-    if want_fast:
-        built["fastervqa"] = FasterVQA(paths["fastervqa"], device)
-    return built
