@@ -343,22 +343,29 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
 def main(args) -> int:
     """Run from parsed ``eval_metrics.py`` arguments; returns the exit status
     (0 ok, 1 some samples failed, 2 nothing scored: bad arguments, missing weights, ...)."""
+    return run(args)[0]
+
+
+def run(args, pred=None, out=None, curves: bool = False) -> tuple[int, Optional[dict]]:
+    """:func:`main` for ``pred`` / ``out`` (default: ``args.pred`` / ``args.out``); returns
+    the exit status and the result (None when nothing was scored)."""
     try:
-        res = evaluate(pred=args.pred, gt=args.gt, out=args.out, metrics=args.metrics,
+        res = evaluate(pred=args.pred if pred is None else pred, gt=args.gt,
+                       out=args.out if out is None else out, metrics=args.metrics,
                        crop=args.crop, test_y_channel=args.test_y_channel,
                        is_center=args.is_center, batch_mode=args.batch_mode,
                        batch_size=args.batch_size, device=args.device,
-                       weights_dir=args.weights_dir)
+                       weights_dir=args.weights_dir, curves=curves)
     except (EvalError, MissingWeightsError, VideoError, ValueError) as e:
         log.error("%s", e)
-        return 2
+        return 2, None
     if not current().is_main:  # the main process prints and logs the result
-        return 1 if res["errors"] else 0
+        return (1 if res["errors"] else 0), res
     for k, v in res["average"].items():
         print(f"{k}: {v}")
     if res["errors"]:
         log.error("%d sample(s) failed: %s", len(res["errors"]), ", ".join(
             name if isinstance(why, str) else f"{name} ({', '.join(why)})"
             for name, why in res["errors"].items()))
-        return 1
-    return 0
+        return 1, res
+    return 0, res
