@@ -12,8 +12,8 @@ Protocol (docs/method.md, "Evaluation"), on the predicted video alone (no ground
    to multiples of 8 and to at least 128 x 128 (torchvision's RAFT needs it) with replicated
    borders, split evenly (RAFT's "sintel" padding), and given to RAFT scaled to [-1, 1]; the flow
    is cut back to the frame;
-3. warp: ``W(x) = P_t+1(x + F(x))``, and ``B_w(x) = B(x + F(x))`` (bilinear, ``grid_sample``
-   with ``align_corners=True``, ``padding_mode="border"``);
+3. warp: ``W(x) = P_t+1(x + F(x))``, and ``B_w(x) = B(x + F(x))`` (bilinear, positions
+   clamped to the frame: ``grid_sample(align_corners=True, padding_mode="border")``);
 4. occlusion (Ruder et al. 2016, the two rules of Lai et al.'s ``detect_occlusion``), pixel x is
    occluded when ``|F + B_w|^2 > 0.01 (|F|^2 + |B_w|^2) + 0.5`` (forward-backward check) or
    ``|dF_x/du|^2 + |dF_x/dv|^2 + |dF_y/du|^2 + |dF_y/dv|^2 > 0.01 |F|^2 + 0.002`` (motion
@@ -49,14 +49,26 @@ Flow = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (1,3,H,W) x2 -> (
 
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``x(p + flow(p))``: (B, C, H, W) sampled bilinearly at (B, 2, H, W) pixel offsets."""
-    _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype),
-                            indexing="ij")
-    gx = (xs.to(x.device) + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys.to(x.device) + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    return F.grid_sample(x, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    """``x(p + flow(p))``: (B, C, H, W) sampled bilinearly at (B, 2, H, W) pixel offsets, the
+    positions clamped to the frame (border replication, as ``grid_sample(padding_mode="border",
+    align_corners=True)``), computed directly so that whole-pixel offsets are exact."""
+    b, c, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype, device=x.device),
+                            torch.arange(w, dtype=x.dtype, device=x.device), indexing="ij")
+    px = (xs + flow[:, 0].to(x.dtype)).clamp(0, w - 1)
+    py = (ys + flow[:, 1].to(x.dtype)).clamp(0, h - 1)
+    x0, y0 = px.floor().long(), py.floor().long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    fx, fy = (px - x0).unsqueeze(1), (py - y0).unsqueeze(1)
+    flat = x.reshape(b, c, h * w)
+
+    def at(yy, xx):
+        idx = (yy * w + xx).reshape(b, 1, h * w).expand(b, c, h * w)
+        return flat.gather(2, idx).reshape(b, c, h, w)
+
+    top = (1 - fx) * at(y0, x0) + fx * at(y0, x1)
+    bottom = (1 - fx) * at(y1, x0) + fx * at(y1, x1)
+    return (1 - fy) * top + fy * bottom
 
 
 def _sq(v: torch.Tensor) -> torch.Tensor:

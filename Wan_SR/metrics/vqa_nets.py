@@ -92,8 +92,12 @@ def fragment_gate(dims, ws, shift, device) -> torch.Tensor:
                                        indexing="ij")).float()
     coords = F.interpolate(cells[None].to(device), size=tuple(dims)).long().permute(0, 2, 3, 4, 1)
     coords = torch.roll(coords, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-    win = to_windows(coords, ws)
-    return (win[:, None, :] - win[:, :, None]).abs().sum(-1)
+    win = to_windows(coords, ws).to(torch.int16)
+    gate = torch.zeros((win.shape[0], win.shape[1], win.shape[1]), dtype=torch.int16,
+                       device=device)
+    for d in range(3):  # one coordinate at a time: small integers, little memory
+        gate += (win[:, None, :, d] - win[:, :, None, d]).abs()
+    return gate.float()
 
 
 class WindowAttention(nn.Module):
@@ -120,8 +124,8 @@ class WindowAttention(nn.Module):
         bias = self._bias(self.relative_position_bias_table, n).unsqueeze(0)
         nw = gate.shape[0]
         if hasattr(self, "fragment_position_bias_table"):
-            g = gate.unsqueeze(1)
-            bias = bias * g + self._bias(self.fragment_position_bias_table, n) * (1 - g)
+            frag = self._bias(self.fragment_position_bias_table, n)
+            bias = frag + (bias - frag) * gate.unsqueeze(1)  # g * rel + (1 - g) * frag
         attn = (attn.view(bw // nw, nw, self.heads, n, n) + bias.unsqueeze(0)).view(-1, self.heads,
                                                                                   n, n)
         if mask is not None:
