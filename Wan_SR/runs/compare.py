@@ -26,24 +26,24 @@ log = logging.getLogger(__name__)
 
 
 def method_names(preds: list) -> dict[str, Path]:
-    """{name: path} of ``PATH`` / ``NAME=PATH`` arguments; default names are the folder names,
-    lengthened with parent folders until they are unique."""
-    named, plain = {}, []
-    for p in preds:
-        p = str(p)
+    """{name: path} of ``PATH`` / ``NAME=PATH`` arguments, in their order; default names are
+    the folder names, lengthened with parent folders until they are unique."""
+    parsed = []  # (given name or None, path)
+    for p in map(str, preds):
         if "=" in p and not Path(p).exists():
             name, path = p.split("=", 1)
-            named[name] = Path(path)
+            parsed.append((name, Path(path)))
         else:
-            plain.append(Path(p))
-    depth = 1
-    while True:
-        names = ["/".join(p.resolve().parts[-depth:]) for p in plain]
-        if len(set(names)) == len(names) or depth > 8:
+            parsed.append((None, Path(p)))
+    plain = [p for n, p in parsed if n is None]
+    for depth in range(1, 9):
+        auto = ["/".join(p.resolve().parts[-depth:]) for p in plain]
+        if len(set(auto)) == len(auto):
             break
-        depth += 1
-    out = dict(zip(names, plain))
-    for name, path in named.items():
+    auto_names = iter(auto)
+    out: dict[str, Path] = {}
+    for name, path in parsed:
+        name = next(auto_names) if name is None else name
         if name in out:
             raise ValueError(f"two methods named '{name}'")
         out[name] = path

@@ -66,7 +66,7 @@ def plot_video(path: Path, sample: str, methods: dict, windows: dict) -> Optiona
         metrics += [m for m, v in curves.items() if v and m not in metrics]
     if not metrics:
         return None
-    fig, axes = plt.subplots(len(metrics), 1, squeeze=False,
+    fig, axes = plt.subplots(len(metrics), 1, squeeze=False, sharex=True,
                              figsize=(WIDTH_PX / DPI, PANEL_PX * len(metrics) / DPI), dpi=DPI)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, metric in zip(axes[:, 0], metrics):
