@@ -28,7 +28,7 @@ def constant_flow(dx: float):
 def test_hand_computation_on_a_shifted_clip():
     """Frames whose half-size versions are a texture shifted by 2 px per frame plus a brightness
     step; with the true flow (+2, 0) every pixel is visible and W(x) = P_t+1(min(x + 2, w - 1))
-    (border replication), so E_t is a plain mean of squared differences."""
+    (border replication), so E_t is the mean over pixels of the squared RGB distance."""
     rng = np.random.default_rng(0)
     h, w, s = 12, 20, 2
     half = rng.integers(0, 200, size=(h, w + 3 * s, 3))
@@ -42,7 +42,7 @@ def test_hand_computation_on_a_shifted_clip():
         a = halves[t].astype(np.float64) / 255
         b = halves[t + 1].astype(np.float32) / 255
         warped = b[:, np.minimum(np.arange(w) + s, w - 1)].astype(np.float64)
-        want.append(((a - warped) ** 2).mean())
+        want.append(((a - warped) ** 2).sum(-1).mean())  # squared RGB distance per pixel
     assert acc.errors == pytest.approx(want, abs=1e-7)
     assert acc.value() == pytest.approx(1000 * np.mean(want), abs=1e-4)
     assert want[0] > 1e-3  # the brightness step is measured (about (10/255)^2)

@@ -18,8 +18,9 @@ Protocol (docs/method.md, "Evaluation"), on the predicted video alone (no ground
    occluded when ``|F + B_w|^2 > 0.01 (|F|^2 + |B_w|^2) + 0.5`` (forward-backward check) or
    ``|dF_x/du|^2 + |dF_x/dv|^2 + |dF_y/du|^2 + |dF_y/dv|^2 > 0.01 |F|^2 + 0.002`` (motion
    boundary; forward differences ``f(x) - f(x+1)``, 0 on the last column / row). M = the rest;
-5. ``E_t = sum_{x in M} sum_c (P_t - W)^2 / (3 |M|)``, and 0 when M is empty (Lai et al.'s rule:
-   the masked difference is all zero);
+5. ``E_t = sum_{x in M} ||P_t(x) - W(x)||^2 / |M|`` (squared RGB distance per visible pixel, the
+   formula of Lai et al.; the DIS ``ewarp`` divides by 3 |M| instead), and 0 when M is empty
+   (the masked difference is all zero);
 
 ``ewarp_raft = 1000 * mean_t E_t``. A clip with fewer than two frames has no value (null).
 The flow can be injected (``flow=``) so the protocol's arithmetic is testable exactly.
@@ -100,7 +101,7 @@ def pair_error(img0: torch.Tensor, img1: torch.Tensor, fw: torch.Tensor,
     if n == 0:
         return 0.0
     diff = (img0 - warp(img1, fw)).double() ** 2
-    return float((diff.sum(1) * mask).sum() / (3 * n))
+    return float((diff.sum(1) * mask).sum() / n)
 
 
 def prepare(frame: np.ndarray, device) -> torch.Tensor:
