@@ -82,7 +82,7 @@ def test_single_pred_plots_next_to_its_json(runs):
     from Wan_SR.cli.evaluate import main
 
     out = runs / "single"
-    assert main(["--pred", str(runs / "res" / "bad" / "out"), "--metrics", "ewarp", "--out",
+    assert main(["--pred", f"bad={runs / 'res' / 'bad' / 'out'}", "--metrics", "ewarp", "--out",
                  str(out), "--plots", "--device", "cpu", "--no_progress"]) == 0
     assert (out / "metrics_ewarp.json").is_file()
     assert png_size(out / "plots" / "v1.png") == (WIDTH_PX, PANEL_PX)

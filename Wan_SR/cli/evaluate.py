@@ -79,14 +79,15 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_from_args(args)
-    for p in args.pred:
-        path = Path(p.split("=", 1)[1] if "=" in p and not Path(p).exists() else p)
+    paths = [Path(p.split("=", 1)[1] if "=" in p and not Path(p).exists() else p)
+             for p in args.pred]  # PATH or NAME=PATH
+    for path in paths:
         if not path.exists():
             parser.error(f"--pred {path}: no such file or folder")
     if args.gt is not None and not Path(args.gt).exists():
         parser.error(f"--gt {args.gt}: no such file or folder")
-    if len(args.pred) == 1:
-        pred = Path(args.pred[0])
+    if len(paths) == 1:
+        pred = paths[0]
         out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
         check_writable_dir(parser, out, "--out", create=False)
     elif args.out is not None:

@@ -134,12 +134,11 @@ def _out_dir(args, preds: dict) -> Path:
     return Path(os.path.commonpath(parents))
 
 
-def _single(args, plots: bool) -> int:
-    rc, res = run(args, pred=args.pred[0], curves=plots)
+def _single(args, name: str, path: Path, plots: bool) -> int:
+    rc, res = run(args, pred=str(path), curves=plots)
     if plots and res is not None and current().is_main:
         out = Path(res["settings"]["out"]) / "plots"
-        name = Path(args.pred[0]).name
-        for p in plot_all(out, {name: res.get("per_frame", {})}, {name: args.pred[0]}):
+        for p in plot_all(out, {name: res.get("per_frame", {})}, {name: path}):
             log.info("wrote %s", p)
     return rc
 
@@ -149,14 +148,13 @@ def main(args) -> int:
     else 0."""
     plots = bool(getattr(args, "plots", False))
     preds = list(args.pred) if isinstance(args.pred, (list, tuple)) else [args.pred]
-    args.pred = preds
-    if len(preds) == 1:
-        return _single(args, plots)
     try:
         methods = method_names(preds)
     except ValueError as e:
         log.error("%s", e)
         return 2
+    if len(methods) == 1:
+        return _single(args, *next(iter(methods.items())), plots)
     out = _out_dir(args, methods)
     results: dict[str, dict] = {}
     worst = 0
