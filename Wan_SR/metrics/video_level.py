@@ -61,21 +61,29 @@ class VideoLevel:
         return {k: v for k, v in out.items() if k in self.names}
 
 
-def build_video_level(names: Sequence[str], device: str, weights_dir: Optional[str],
-                      seed: int = DEFAULT_SEED) -> VideoLevel:
-    """The :class:`VideoLevel` of ``names`` (other names ignored); files found first."""
+def video_level_files(names: Sequence[str], weights_dir: Optional[str]) -> dict:
+    """{"raft" / "dover" / "fastervqa": path} of the files ``names`` need, found locally;
+    :class:`~.weights.LocalWeightsMissing` names the first one missing."""
     wanted = [n for n in names if n in NAMES]
-    dover_on = any(n.startswith("dover") for n in wanted)
     paths = {}
     if EWARP_RAFT in wanted:
         paths["raft"] = find_local_file((RAFT_FILE,), weights_dir, EWARP_RAFT, RAFT_URL)
-    if dover_on:
-        metric = next(n for n in wanted if n.startswith("dover"))
-        paths["dover"] = find_local_file((DOVER_FILE,), weights_dir, metric, DOVER_URL)
+    dover_names = [n for n in wanted if n.startswith("dover")]
+    if dover_names:
+        paths["dover"] = find_local_file((DOVER_FILE,), weights_dir, dover_names[0], DOVER_URL)
     if "fastervqa" in wanted:
         paths["fastervqa"] = find_local_file(FASTERVQA_FILES, weights_dir, "fastervqa",
                                              FASTERVQA_URL)
+    return paths
+
+
+def build_video_level(names: Sequence[str], device: str, weights_dir: Optional[str] = None,
+                      seed: int = DEFAULT_SEED, paths: Optional[dict] = None) -> VideoLevel:
+    """The :class:`VideoLevel` of ``names`` (other names ignored); every file is found
+    (:func:`video_level_files`, unless ``paths`` gives them) before any model is built."""
+    paths = video_level_files(names, weights_dir) if paths is None else paths
     return VideoLevel(
-        wanted, RaftFlow(paths["raft"], device) if "raft" in paths else None,
+        [n for n in names if n in NAMES],
+        RaftFlow(paths["raft"], device) if "raft" in paths else None,
         DOVER(paths["dover"], device) if "dover" in paths else None,
         FasterVQA(paths["fastervqa"], device) if "fastervqa" in paths else None, device, seed)

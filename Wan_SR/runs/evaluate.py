@@ -33,7 +33,7 @@ from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, probe
 from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
 from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EvalError, EWARP, build_metrics,
                                   finite_or_none, parse_metric_names, score_pair)
-from Wan_SR.metrics.video_level import LOWER_BETTER, build_video_level
+from Wan_SR.metrics.video_level import LOWER_BETTER, build_video_level, video_level_files
 from Wan_SR.metrics.vqa import DEFAULT_SEED
 from Wan_SR.metrics.weights import MissingWeightsError
 from .parallel import pixel_frames, share_work
@@ -306,9 +306,10 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     pred_p = Path(pred)
     out_dir = Path(out) if out is not None else (pred_p if pred_p.is_dir() else pred_p.parent)
     # 2. the metrics (weights are checked here), 3. scoring, cut to the common size
-    extras = build_video_level(opts.names, opts.device, opts.weights_dir)
+    own_files = video_level_files(opts.names, opts.weights_dir)  # found before anything is built
     built = build_metrics(opts.names, gt is not None, opts.device, test_y_channel,
                           opts.weights_dir)
+    extras = build_video_level(opts.names, opts.device, paths=own_files)
     batch = opts.batch_size if batch_mode else 1
     pair_options = dict(want_ewarp=EWARP in opts.names, crop=opts.crop, is_center=is_center,
                         batch=batch, device=opts.device,
