@@ -81,6 +81,11 @@ def test_strict_loading_names_the_keys(weights, tmp_path):
     torch.save(sd, tmp_path / "flat.pth")  # a DOVER file is not a FasterVQA file
     with pytest.raises(WeightLayoutError, match="state_dict"):
         FasterVQA(tmp_path / "flat.pth")
+    # the released FAST-VQA files also hold their validation results as numpy numbers
+    fast = torch.load(weights / "FAST_VQA_3D_1_1.pth")
+    torch.save({**fast, "validation_results": [np.float64(0.81), np.float32(0.87)]},
+               tmp_path / "FAST_VQA_3D_1*1.pth")
+    FasterVQA(tmp_path / "FAST_VQA_3D_1*1.pth")
 
 
 def _write_pngs(folder: Path, frames: np.ndarray) -> Path:

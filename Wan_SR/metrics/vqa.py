@@ -25,8 +25,10 @@ sigmoid((raw - 0.14759505) / 0.03613452). All in [0, 1].
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -48,6 +50,7 @@ DOVER_URL = "https://github.com/VQAssessment/DOVER/releases/download/v0.1.0/DOVE
 FASTERVQA_FILES = ("FAST_VQA_3D_1_1.pth", "FAST_VQA_3D_1*1.pth")
 FASTERVQA_URL = ("https://github.com/VQAssessment/FAST-VQA-and-FasterVQA/releases/download/"
                  "v2.0.0/FAST_VQA_3D_1_1.pth")
+log = logging.getLogger(__name__)
 VIDEO_METRICS = ("dover", "dover_technical", "dover_aesthetic", "fastervqa")
 
 
@@ -130,8 +133,14 @@ def sigmoid(x: float) -> float:
 # ----------------------------------------------------------------------------- weights
 
 def read_state_dict(path: Path, inner: Optional[str] = None) -> dict:
+    """The state dict in ``path`` (``obj[inner]`` when given). Tensors-only loading first; the
+    released FAST-VQA files also pickle their validation results (numpy numbers), which only
+    full unpickling reads, so that is the fallback (load files from the official releases)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        log.info("%s holds more than tensors; reading it with full unpickling", path)
+        obj = _load_any(path)
     except Exception as e:  # noqa: BLE001 - named in one message
         raise WeightLayoutError(f"{path}: cannot be read as a PyTorch file ({e})") from e
     if inner is not None:
@@ -141,6 +150,13 @@ def read_state_dict(path: Path, inner: Optional[str] = None) -> dict:
     if not isinstance(obj, dict):
         raise WeightLayoutError(f"{path}: not a state dict")
     return obj
+
+
+def _load_any(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - named in one message
+        raise WeightLayoutError(f"{path}: cannot be read as a PyTorch file ({e})") from e
 
 
 def _sub(sd: dict, prefix: str) -> dict:
