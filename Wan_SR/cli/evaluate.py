@@ -7,9 +7,14 @@ Example::
         --crop 4 --test_y_channel
 
 Writes metrics_<names>.json (per_sample, average, count, settings, notes, errors) into --out
-(default: the prediction folder). Exit status: 0 ok, 1 a sample or a metric of a sample failed
-(named in the log and in "errors"; the rest is scored), 2 nothing scored (bad options, missing
-weights; nothing is written).
+(default: the prediction folder). Several methods at once::
+
+    python eval_metrics.py --gt UDM10/GT --pred PS-SR=out/pssr --pred DOVE=out/dove \\
+        --metrics psnr,ssim,lpips,dists,clipiqa,musiq,dover,fastervqa,ewarp_raft \\
+        --crop 4 --out tables/udm10 --plots
+
+Exit status: 0 ok, 1 a sample or a metric of a sample failed (named in the log and in "errors";
+the rest is scored), 2 nothing scored (bad options, missing weights; nothing is written).
 """
 from __future__ import annotations
 
@@ -32,13 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", default=None, type=path_or_none,
                    help="ground truth: folder of videos / frame folders (or one of them), paired "
                         "with --pred by base name; needed by full-reference metrics ('': none)")
-    p.add_argument("--pred", required=True,
-                   help="predictions: folder of videos / frame folders (or one of them)")
+    p.add_argument("--pred", required=True, action="append",
+                   help="predictions: folder of videos / frame folders (or one of them). Give "
+                        "it several times (PATH or NAME=PATH) to compare methods: one JSON per "
+                        "method in OUT/NAME/ and a table OUT/table_<metrics>.md/.csv/.tex of "
+                        "their averages, best in bold")
     p.add_argument("--out", default=None, type=path_or_none,
-                   help="folder for the JSON (default, or '': the prediction folder); created "
-                        "only when the JSON is written")
+                   help="folder for the JSON (default, or '': the prediction folder; with "
+                        "several --pred: their common parent folder); created only when the "
+                        "JSON is written")
     p.add_argument("--metrics", default="psnr,ssim",
-                   help="comma list of pyiqa metric names plus 'ewarp'")
+                   help="comma list of pyiqa metric names plus ours: 'ewarp' (DIS flow), "
+                        "'ewarp_raft' (E*warp with RAFT, needs "
+                        "raft_large_C_T_SKHT_V2-ff5fadd5.pth), 'dover', 'dover_technical', "
+                        "'dover_aesthetic' (need DOVER.pth), 'fastervqa' (needs "
+                        "FAST_VQA_3D_1_1.pth); see README, 'Metrics'")
+    p.add_argument("--plots", action="store_true",
+                   help="also write per-video PNG curves of the per-frame metrics and ewarp "
+                        "(step-1 window seams marked when the run's run_config.json is found) "
+                        "to OUT/plots/")
     p.add_argument("--crop", type=int, default=0,
                    help="pixels removed from every border before full-reference metrics")
     p.add_argument("--test_y_channel", action="store_true",
@@ -62,16 +79,22 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_from_args(args)
-    pred = Path(args.pred)
-    if not pred.exists():
-        parser.error(f"--pred {pred}: no such file or folder")
+    paths = [Path(p.split("=", 1)[1] if "=" in p and not Path(p).exists() else p)
+             for p in args.pred]  # PATH or NAME=PATH
+    for path in paths:
+        if not path.exists():
+            parser.error(f"--pred {path}: no such file or folder")
     if args.gt is not None and not Path(args.gt).exists():
         parser.error(f"--gt {args.gt}: no such file or folder")
-    out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
-    check_writable_dir(parser, out, "--out", create=False)
+    if len(paths) == 1:
+        pred = paths[0]
+        out = args.out if args.out is not None else (pred if pred.is_dir() else pred.parent)
+        check_writable_dir(parser, out, "--out", create=False)
+    elif args.out is not None:
+        check_writable_dir(parser, args.out, "--out", create=False)
     check_device(parser, args.device)
     from Wan_SR.core.distributed import exit_status, init as init_processes
-    from Wan_SR.runs.evaluate import main as run
+    from Wan_SR.runs.compare import main as run
 
     init_processes()
     return exit_status(run(args))

@@ -81,6 +81,7 @@ class EwarpAccumulator:
         self.total = 0.0
         self.pairs = 0
         self.skipped = 0
+        self.errors: list = []  # E_t of every pair (None: fully occluded), for curves
 
     def update(self, pred: np.ndarray, src: Optional[np.ndarray] = None) -> None:
         """``pred``: (n, H, W, 3) uint8 predicted frames; ``src``: the matching flow-source
@@ -93,6 +94,7 @@ class EwarpAccumulator:
             p = pred[i]
             if self._prev_src is not None:
                 e = pair_error(self._prev_src, g, self._prev_pred, p, dis=self._dis)
+                self.errors.append(e)
                 if e is None:
                     self.skipped += 1
                 else:

@@ -382,3 +382,32 @@ def weight_guard(metric: str, weights_dir: Optional[str] = None, require: bool =
         if _is_download_failure(e):
             raise _download_failed(metric, weights_dir, e) from e
         raise
+
+
+# ----------------------------------------------------------------------------- our own models
+
+class LocalWeightsMissing(ValueError):
+    """A weight file of a metric implemented here (DOVER, FasterVQA, RAFT) is not found."""
+
+
+def local_folders(weights_dir: Optional[str]) -> list[Path]:
+    """Where the files of our own metric models are looked for: ``--weights_dir`` (at any
+    depth), then ``<torch hub dir>/checkpoints``."""
+    folders = [Path(weights_dir)] if weights_dir else []
+    return folders + [Path(torch_hub_dir()) / "checkpoints"]
+
+
+def find_local_file(names: tuple, weights_dir: Optional[str], metric: str, url: str) -> Path:
+    """The first of ``names`` found in :func:`local_folders`; otherwise
+    :class:`LocalWeightsMissing` with one line naming the file, the folders and where to get
+    it. Nothing is downloaded."""
+    folders = local_folders(weights_dir)
+    for folder in folders:
+        for name in names:
+            found = find_in_dir(str(folder), name)
+            if found:
+                return Path(found)
+    raise LocalWeightsMissing(
+        f"metric '{metric}' needs the weight file '{names[0]}' (from {url}); it is not in "
+        f"{' nor '.join(str(f) for f in folders)}. Download it there, or pass --weights_dir DIR "
+        f"with the file anywhere inside DIR.")

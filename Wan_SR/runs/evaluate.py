@@ -33,6 +33,8 @@ from Wan_SR.data.video_io import VideoError, is_frame_folder, list_inputs, probe
 from Wan_SR.metrics.iqa import PSNR_CAP_DB, Y_COEFFS, Y_OFFSET
 from Wan_SR.metrics.score import (DEFAULT_CHUNK, DEFAULT_METRICS, EvalError, EWARP, build_metrics,
                                   finite_or_none, parse_metric_names, score_pair)
+from Wan_SR.metrics.video_level import LOWER_BETTER, build_video_level, video_level_files
+from Wan_SR.metrics.vqa import DEFAULT_SEED
 from Wan_SR.metrics.weights import MissingWeightsError
 from .parallel import pixel_frames, share_work
 
@@ -142,6 +144,7 @@ class Scored(NamedTuple):
     error: Optional[str]  # why the sample could not be scored at all
     notices: list  # what score_pair said about it
     failures: dict  # {metric: why it failed on this sample}
+    curves: Optional[dict] = None  # {metric: per-frame values} when asked for
 
 
 class _SampleLog:
@@ -163,12 +166,15 @@ class _SampleLog:
 
 def _score_one(name: str, pred: Path, gt: Optional[Path], built: dict, pair_options: dict,
                names: list, frame_bar) -> Scored:
-    """Score one sample; an exception is its error, named in the log (the others go on)."""
+    """Score one sample; an exception is its error, named in the log (the others go on).
+    ``pair_options["curves"]`` True: the per-frame values are returned too."""
     slog = _SampleLog(name)
+    opts = dict(pair_options)
+    curves = {} if opts.pop("curves", False) else None
     try:
         scores = score_pair(pred, gt, built, notice=slog.notice, frame_bar=frame_bar,
-                            failed=slog.failed, **pair_options)
-        return Scored({k: scores[k] for k in names}, None, slog.notices, slog.failures)
+                            failed=slog.failed, curves=curves, **opts)
+        return Scored({k: scores[k] for k in names}, None, slog.notices, slog.failures, curves)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # reported by name; the other samples are still scored
@@ -258,13 +264,15 @@ def _settings(gt, pred, out_dir: Path, opts: _Options, test_y_channel: bool, is_
         "batch_size": opts.batch_size,
         "device": opts.device,
         "weights_dir": opts.weights_dir,
-        "lower_better": {k: (True if k == EWARP else built[k].lower_better) for k in opts.names},
+        "lower_better": {k: (True if k == EWARP else LOWER_BETTER[k] if k in LOWER_BETTER
+                             else built[k].lower_better) for k in opts.names},
         "psnr_cap_db": PSNR_CAP_DB,
         "y_channel": f"Y = {Y_COEFFS[0]} R + {Y_COEFFS[1]} G + {Y_COEFFS[2]} B + "
                      f"{Y_OFFSET} on [0,1] RGB (psnr/ssim only)",
         "averaging": "per sample: mean over frames (ewarp: over frame pairs); "
                      "average: unweighted mean over samples",
         "pyiqa_version": _pyiqa_version(),
+        "video_metrics_seed": DEFAULT_SEED,
         "seconds": round(seconds, 3),
     }
 
@@ -280,14 +288,15 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
              test_y_channel: bool = False, is_center: bool = False, batch_mode: bool = False,
              batch_size: int = 8, device: Optional[str] = None,
              weights_dir: Optional[str | os.PathLike] = None, write_json: bool = True,
-             progress: bool = True) -> dict:
+             progress: bool = True, curves: bool = False) -> dict:
     """Score every sample and (with ``write_json``) write the JSON; returns its content.
 
     Raises :class:`EvalError` for setup problems (and
     :class:`Wan_SR.metrics.weights.MissingWeightsError` for absent weights). Per-sample and
     per-metric failures are reported by name, listed under ``errors`` and do not stop the
     others. ``gt`` / ``out`` given as '' mean none / the default (the published syntax). The
-    ``out`` folder is created only when the JSON is written."""
+    ``out`` folder is created only when the JSON is written. With ``curves`` the result (and
+    the JSON) holds ``per_frame``: {sample: {metric: [value per frame (pair)]}}."""
     gt, out = path_or_none(gt), path_or_none(out)
     opts = _checked_options(metrics, crop, batch_size, device, weights_dir)
     # 1. pairing
@@ -297,12 +306,15 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
     pred_p = Path(pred)
     out_dir = Path(out) if out is not None else (pred_p if pred_p.is_dir() else pred_p.parent)
     # 2. the metrics (weights are checked here), 3. scoring, cut to the common size
+    own_files = video_level_files(opts.names, opts.weights_dir)  # found before anything is built
     built = build_metrics(opts.names, gt is not None, opts.device, test_y_channel,
                           opts.weights_dir)
+    extras = build_video_level(opts.names, opts.device, paths=own_files)
     batch = opts.batch_size if batch_mode else 1
     pair_options = dict(want_ewarp=EWARP in opts.names, crop=opts.crop, is_center=is_center,
                         batch=batch, device=opts.device,
-                        chunk=max(batch, DEFAULT_CHUNK) if batch_mode else DEFAULT_CHUNK)
+                        chunk=max(batch, DEFAULT_CHUNK) if batch_mode else DEFAULT_CHUNK,
+                        extras=extras, curves=curves)
     t0 = time.time()
     scored = score_all(pairing.pairs, built, opts.names, pair_options, progress)
     # 4. averaging
@@ -318,6 +330,9 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
               "settings": _settings(gt, pred, out_dir, opts, test_y_channel, is_center,
                                     batch_mode, built, time.time() - t0),
               "notes": notes, "errors": errors}
+    if curves:
+        result["per_frame"] = {name: scored[name].curves for name, _, _ in pairing.pairs
+                               if scored[name].curves is not None}
     # 5. writing
     if write_json and current().is_main:
         path = output_path(out_dir, opts.names)
@@ -329,22 +344,29 @@ def evaluate(pred: str | os.PathLike, gt: Optional[str | os.PathLike] = None,
 def main(args) -> int:
     """Run from parsed ``eval_metrics.py`` arguments; returns the exit status
     (0 ok, 1 some samples failed, 2 nothing scored: bad arguments, missing weights, ...)."""
+    return run(args)[0]
+
+
+def run(args, pred=None, out=None, curves: bool = False) -> tuple[int, Optional[dict]]:
+    """:func:`main` for ``pred`` / ``out`` (default: ``args.pred`` / ``args.out``); returns
+    the exit status and the result (None when nothing was scored)."""
     try:
-        res = evaluate(pred=args.pred, gt=args.gt, out=args.out, metrics=args.metrics,
+        res = evaluate(pred=args.pred if pred is None else pred, gt=args.gt,
+                       out=args.out if out is None else out, metrics=args.metrics,
                        crop=args.crop, test_y_channel=args.test_y_channel,
                        is_center=args.is_center, batch_mode=args.batch_mode,
                        batch_size=args.batch_size, device=args.device,
-                       weights_dir=args.weights_dir)
+                       weights_dir=args.weights_dir, curves=curves)
     except (EvalError, MissingWeightsError, VideoError, ValueError) as e:
         log.error("%s", e)
-        return 2
+        return 2, None
     if not current().is_main:  # the main process prints and logs the result
-        return 1 if res["errors"] else 0
+        return (1 if res["errors"] else 0), res
     for k, v in res["average"].items():
         print(f"{k}: {v}")
     if res["errors"]:
         log.error("%d sample(s) failed: %s", len(res["errors"]), ", ".join(
             name if isinstance(why, str) else f"{name} ({', '.join(why)})"
             for name, why in res["errors"].items()))
-        return 1
-    return 0
+        return 1, res
+    return 0, res
