@@ -73,6 +73,7 @@ def server(tiny_paths, tmp_path_factory):
            "--torch_dtype", "float32", "--device", "cpu", "--window_t", "5", "--overlap_t", "1",
            "--window_h", "32", "--overlap_h", "16", "--window_w", "32", "--overlap_w", "16",
            "--prompt_cache_dir", str(tmp / "pc"), "--compare_dir", str(gt),
+           "--input_dir", str(clip.parent),
            "--max_frames", str(MAX_FRAMES), "--max_upload_mb", str(MAX_MB)]
     with open(log, "w") as err:
         proc = subprocess.Popen(cmd, cwd=tmp / "cwd", stdout=err, stderr=subprocess.STDOUT,
@@ -198,9 +199,11 @@ def test_bad_uploads_give_a_message_and_the_next_job_works(server, tmp_path):
                        timeout=30)
     assert r.status_code == 413 and "exceeded maximum allowed size" in r.text, r.text
     assert sorted(server.work.rglob("*")) == before
-    status, files = restore(client, server.clip, outputs=["base"])
-    assert status.startswith("Restored"), status
-    assert video_io.probe(files["base"]).num_frames == N
+    # the next job works (a video of --input_dir, picked by name)
+    r = client.predict(None, "clip.mp4", ["base"], False, 1.0, "pixel", 0, False,
+                       api_name="/restore")
+    assert r[0].startswith("Restored **clip** (9 frames"), r[0]
+    assert same_frames(r[6][0], restore(client, server.clip, outputs=["base"])[1]["base"])
     assert server.proc.poll() is None
 
 
@@ -246,18 +249,25 @@ def test_page_in_a_real_browser(server, tmp_path):
 
 def drive_page(page, server, tmp_path):
     page.goto(server.url)
-    page.locator("#pssr-upload input[type=file]").set_input_files(str(server.clip))
-    page.locator("#pssr-run").click()
-    page.get_by_text("Restored **clip**".replace("**", "")).wait_for(timeout=90_000)
+    run_clip(page, server.clip)
     viewer = page.locator("#pssr-viewer img")
     viewer.first.wait_for(state="visible", timeout=30_000)
-    assert viewer.count() == 2
+    assert viewer.count() == 2  # before and after
     page.locator("#pssr-frame input[type=range]").fill("4")
     page.wait_for_timeout(1000)
+    # the players follow each other: seeking the input seeks the output
+    page.wait_for_function("() => { const v = document.querySelectorAll('#pssr-players video');"
+                           " return v.length == 2 && v[0].readyState >= 1 && "
+                           "v[1].readyState >= 1 && v[1].dataset.pssrSync; }", timeout=30_000)
+    page.evaluate("() => { document.querySelectorAll('#pssr-players video')[0].currentTime ="
+                  " 0.2; }")
+    page.wait_for_function("() => Math.abs(document.querySelectorAll('#pssr-players video')[1]"
+                           ".currentTime - 0.2) < 0.05", timeout=10_000)
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
     if os.environ.get("PSSR_README_SCREENSHOT") == "1":
         shutil.copy(tmp_path / "app.png", ROOT / "docs" / "app.png")
-    print(f"screenshot: {tmp_path / 'app.png'}")
+    print(f"screenshots in {tmp_path}")
+
     page.get_by_role("tab", name="Tune").click()  # shows the current frame fused
     fused = page.locator("#pssr-tune-viewer img").last
     fused.wait_for(state="visible", timeout=30_000)
@@ -268,6 +278,29 @@ def drive_page(page, server, tmp_path):
                            arg=["#pssr-tune-viewer img", first], timeout=30_000)
     assert "alpha 1.8" in page.locator("#pssr-tune-status").inner_text()
     page.screenshot(path=str(tmp_path / "app_tune.png"), full_page=True)
+
+    # an oversize upload and a corrupt one each say why in the page; the next job runs
+    page.get_by_role("tab", name="Restore").click()
+    page.locator("#pssr-upload button[aria-label='Clear']").click()
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * int(MAX_MB * 1e6 * 1.5))
+    page.locator("#pssr-upload input[type=file]").set_input_files(str(big))
+    page.get_by_text("File size exceeds the maximum allowed size of 1000000 bytes: big.mp4") \
+        .wait_for(timeout=30_000)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(2).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    run_clip(page, bad, "broken.mp4: not a readable video")
+    page.locator("#pssr-upload button[aria-label='Clear']").click()
+    run_clip(page, server.clip, "Restored clip (9 frames, 40x48 at 24/1 fps) as run")
+    page.screenshot(path=str(tmp_path / "app_errors.png"), full_page=True)
+
+
+def run_clip(page, clip, expect="Restored clip"):
+    """Upload ``clip``, press Restore, wait for ``expect`` in the page."""
+    page.locator("#pssr-upload input[type=file]").set_input_files(str(clip))
+    page.get_by_text(Path(clip).name, exact=True).first.wait_for(timeout=30_000)
+    page.locator("#pssr-run").click()
+    page.get_by_text(expect).last.wait_for(timeout=90_000)
 
 
 def test_temporary_files_go_on_exit(server):
