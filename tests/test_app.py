@@ -303,6 +303,48 @@ def run_clip(page, clip, expect="Restored clip"):
     page.get_by_text(expect).last.wait_for(timeout=90_000)
 
 
+def test_job_settings_are_built_from_the_option_classes(pipe, tmp_path):
+    """The page's per-job settings are fields of the option dataclasses, applied onto the start
+    config; bad values are refused with the option's own message; the memory setting switches
+    the loaded pipeline's low-memory mode on and off; uploads come only from the upload
+    folder; a given --work_dir must be empty."""
+    from Wan_SR.app.restore import apply_speed, job_config, job_fields
+    from Wan_SR.app.safety import UserError, Workspace, check_upload
+    from Wan_SR.core.options import Step1Config
+    from Wan_SR.models.tagger import ClipPrompts
+
+    assert [(part, f.name) for part, f in job_fields()] == [
+        ("step1", "upscale"), ("step1", "window_space"), ("sampling", "seed"),
+        ("speed", "low_memory")]
+    cfg = job_config(Step1Config(), {"upscale": 2, "seed": 3.0, "window_space": "latent",
+                                     "low_memory": False}, ["base", "final"])
+    assert (cfg.step1.upscale, cfg.sampling.seed, cfg.step1.window_space) == (2.0, 3, "latent")
+    assert cfg.step1.resolve_outputs(3) == ["base", "final"]
+    for values, outputs, msg in (({"upscale": -1}, ["base"], "--upscale must be positive"),
+                                 ({}, [], "choose at least one output"),
+                                 ({"window_space": "latent", "low_memory": True}, ["base"],
+                                  "--low_memory works with pixel windows only")):
+        with pytest.raises(UserError, match=msg):
+            job_config(Step1Config(), values, outputs)
+    prompts = ClipPrompts("p")
+    apply_speed(pipe, job_config(Step1Config(), {"low_memory": True}, ["base"]), prompts)
+    assert pipe.vae_tiles is not None
+    apply_speed(pipe, job_config(Step1Config(), {"low_memory": False}, ["base"]), prompts)
+    assert pipe.vae_tiles is None and not pipe.offload
+
+    ws = Workspace(str(tmp_path / "w"))
+    clip = make_clip(tmp_path / "elsewhere" / "a.mp4")
+    with pytest.raises(UserError, match="not an upload of this app"):
+        check_upload(clip, ws.uploads, 10, 100)
+    shutil.copy(clip, ws.uploads / "a.mp4")
+    assert check_upload(ws.uploads / "a.mp4", ws.uploads, 10, 100).num_frames == N
+    ws.cleanup()
+    assert not ws.uploads.exists() and (tmp_path / "w").exists()  # the given folder stays
+    (tmp_path / "w" / "mine.txt").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        Workspace(str(tmp_path / "w"))
+
+
 def test_temporary_files_go_on_exit(server):
     """Last: SIGTERM ends the app and what it wrote in --work_dir is gone."""
     assert any((server.work / "runs").iterdir())
