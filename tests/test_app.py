@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from PIL import Image
 
 from conftest import same_frames
 from Wan_SR.data import video_io
@@ -112,8 +112,6 @@ def as_tensor(frame):
 
 def image(value) -> np.ndarray:
     """An image the app sent (a downloaded png path)."""
-    from PIL import Image
-
     return np.asarray(Image.open(value).convert("RGB"))
 
 
@@ -175,6 +173,9 @@ def test_compare_matches_by_name_and_scores_each_frame(server, tmp_path):
     mse = ((gt - pred) ** 2).mean(axis=(1, 2, 3))
     np.testing.assert_allclose(values, 10 * np.log10(255 ** 2 / mse), rtol=1e-9)
     assert f"mean PSNR {np.mean(values):.2f} dB" in summary
+    left, right, _ = client.predict(server.folder.name, run, "clip", 5, api_name="/compare_frame")
+    assert np.array_equal(image(left), video_io.read_frame(server.clip, 5))
+    assert np.array_equal(image(right), video_io.read_frame(files["base"], 5))
 
 
 def test_bad_uploads_give_a_message_and_the_next_job_works(server, tmp_path):

@@ -45,7 +45,7 @@ def _metrics() -> dict:
 
 
 def size_of(reference: Path, result: Path) -> tuple[int, int, int]:
-    """(frames, height, width) the two are scored on, and the notes about the cut."""
+    """(frames, height, width) the two are scored on: the common frame count and size."""
     return common_size(video_io.probe(result), video_io.probe(reference), False,
                        lambda msg: None)
 

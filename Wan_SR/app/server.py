@@ -45,7 +45,10 @@ class App:
     def __init__(self, models: Models, options: AppOptions, workspace: Workspace):
         self.models, self.options, self.workspace = models, options, workspace
         self.inputs = Library({"input_dir": options.input_dir} if options.input_dir else {})
-        self.folders = Library({Path(d).name or str(d): d for d in options.compare_dir})
+        self.folders = Library({})
+        for d in options.compare_dir:  # by folder name; the path where two names are alike
+            label = Path(d).name or str(d)
+            self.folders.add(label if label not in self.folders.folders else str(d), d)
         self.store = RunStore(workspace.runs, options.max_runs, on_drop=self._forget)
         names = models.pipe.branch_names()
         self.branches, self.last = names + [FINAL], names[-1]
@@ -187,8 +190,10 @@ class App:
         return (*tables, summary, gr.update(maximum=max(n - 1, 0), value=0))
 
     def compare_frames(self, reference, result, name, index):
+        """The two frames side by side, and the pair for the before/after viewer."""
         try:
             ref, res = self._pair(reference, result, name)
-            return compare.frames(ref, res, index)
+            a, b = compare.frames(ref, res, index)
+            return a, b, (a, b)
         except UserError as e:
             raise gr.Error(str(e)) from None

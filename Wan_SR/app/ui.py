@@ -141,7 +141,11 @@ def compare_tab(app: App) -> dict:
         c["psnr"] = gr.LinePlot(x="frame", y="PSNR", label="PSNR per frame (dB)", height=220)
         c["ssim"] = gr.LinePlot(x="frame", y="SSIM", label="SSIM per frame", height=220)
     c["frame"] = gr.Slider(0, 1, value=0, step=1, label="frame")
-    c["viewer"] = gr.ImageSlider(label="reference / result", type="numpy", format="png")
+    with gr.Row():
+        c["left"] = gr.Image(label="reference", type="numpy", format="png", interactive=False)
+        c["right"] = gr.Image(label="result", type="numpy", format="png", interactive=False)
+    c["viewer"] = gr.ImageSlider(label="reference / result (drag the divider)", type="numpy",
+                                 format="png")
     return c
 
 
@@ -199,7 +203,8 @@ def wire_compare(app: App, c: dict) -> None:
     pair = [c["reference"], c["result"], c["name"]]
     c["name"].change(app.scores, pair, [c["psnr"], c["ssim"], c["status"], c["frame"]],
                      api_name="scores")
-    c["frame"].change(app.compare_frames, [*pair, c["frame"]], c["viewer"],
+    c["frame"].change(app.compare_frames, [*pair, c["frame"]],
+                      [c["left"], c["right"], c["viewer"]],
                       api_name="compare_frame", trigger_mode="always_last",
                       show_progress="hidden")
 
@@ -213,6 +218,9 @@ def serve(app: App, block: bool = True):
     allowed = [str(app.workspace.root), *[str(p) for p in app.folders.folders.values()],
                *[str(p) for p in app.inputs.folders.values()]]
     log.info("PS-SR app: temporary files in %s", app.workspace.root)
+    if o.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: anyone who can reach this machine can use the app and "
+                    "the files it serves", o.host)
     return demo.launch(server_name=o.host, server_port=o.port or None, share=o.share,
                        max_file_size=int(o.max_upload_mb * 1e6), allowed_paths=allowed,
                        inbrowser=False, show_error=True, ssr_mode=False,
