@@ -16,7 +16,7 @@ class AppOptions:
     """Where the app listens and what it may read and keep (safe by default)."""
     host: str = opt("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0 "
                                  "opens the app to the network)")
-    port: int = opt(DEFAULT_PORT, "port to listen on (0: any free port)")
+    port: int = opt(DEFAULT_PORT, "port to listen on (0: the first free one from 7860 up, or $GRADIO_SERVER_PORT)")
     share: bool = opt(False, "also make a public share link through Gradio's servers (off: "
                              "nothing leaves this machine)")
     input_dir: Optional[str] = opt(None, "optional folder of videos offered in the page by name (its "
