@@ -16,19 +16,20 @@ class AppOptions:
     """Where the app listens and what it may read and keep (safe by default)."""
     host: str = opt("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0 "
                                  "opens the app to the network)")
-    port: int = opt(DEFAULT_PORT, "port to listen on (0: the first free one from 7860 up, or $GRADIO_SERVER_PORT)")
+    port: int = opt(DEFAULT_PORT, "port to listen on (0: the first free one from 7860 up, or "
+                                  "$GRADIO_SERVER_PORT)")
     share: bool = opt(False, "also make a public share link through Gradio's servers (off: "
                              "nothing leaves this machine)")
-    input_dir: Optional[str] = opt(None, "optional folder of videos offered in the page by name (its "
-                               "files are read, never written)")
+    input_dir: Optional[str] = opt(None, "optional folder of videos offered in the page by "
+                                         "name (its files are read, never written)")
     compare_dir: list = opt([], "folder offered by name in the Compare tab (repeat for several; "
                                 "each run of this session is offered too)")
     max_upload_mb: float = opt(500.0, "largest upload accepted, in MB")
     max_frames: int = opt(300, "longest clip a job accepts, in frames")
     max_runs: int = opt(8, "finished runs kept (the oldest run's files are removed beyond it)")
-    work_dir: Optional[str] = opt(None, "where uploads and outputs live while the app runs (default: a new "
-                              "temporary folder); everything the app created there is removed "
-                              "on exit")
+    work_dir: Optional[str] = opt(None, "where uploads and outputs live while the app runs "
+                                        "(default: a new temporary folder); everything the app "
+                                        "created there is removed on exit")
 
     def validate(self) -> None:
         if not 0 <= self.port < 65536:
@@ -38,7 +39,9 @@ class AppOptions:
 
 
 # The step-1 settings offered per job, by option class (the rest are the values the app was
-# started with). A new field of one of these classes is offered by naming it here.
+# started with). A new field of one of these classes is offered by naming it here (its control
+# is built from the field: bool, choices, int, float or optional numbers); a speed setting that
+# acts on the loaded models also needs its line in restore.apply_speed.
 JOB_FIELDS = ((Step1Options, ("upscale", "window_space")),
               (SamplingOptions, ("seed",)),
               (SpeedOptions, ("low_memory",)))

@@ -41,6 +41,12 @@ def job_fields() -> list[tuple[str, dataclasses.Field]]:
     return out
 
 
+def value_type(f: dataclasses.Field) -> str:
+    """A field's value type as written ('Optional[float]' -> 'float')."""
+    t = str(f.type)
+    return t[len("Optional["):-1] if t.startswith("Optional[") else t
+
+
 def job_config(base: Step1Config, values: dict, outputs) -> Step1Config:
     """``base`` with the per-job ``values`` ({field name: value}, :func:`job_fields`) and the
     chosen outputs; raises :class:`UserError` naming a bad value."""
@@ -48,9 +54,9 @@ def job_config(base: Step1Config, values: dict, outputs) -> Step1Config:
     for part, f in job_fields():
         if f.name in values and values[f.name] is not None:
             value = values[f.name]
-            if f.type == "int":
+            if value_type(f) == "int":
                 value = int(value)
-            elif f.type == "float":
+            elif value_type(f) == "float":
                 value = float(value)
             parts.setdefault(part, {})[f.name] = value
     step1 = dict(parts.pop("step1", {}), outputs=list(outputs or []) or None, final=False)

@@ -149,7 +149,8 @@ class App:
             path = tune.fuse_clip(run, self.last, fusion, self.device)
         except UserError as e:
             return None, "", warn(str(e))
-        return (str(run.download(f"{tune.TUNED}:{path.parent.name}")), tune.command_line(run, self.last, fusion),
+        download = run.download(f"{tune.TUNED}:{path.parent.name}")
+        return (str(download), tune.command_line(run, self.last, fusion),
                 f"Wrote {path.name} ({run.num_frames} frames): the same frames as "
                 f"inference_step_2.py writes with these values (command below).")
 

@@ -20,7 +20,7 @@ import os
 
 import gradio as gr
 
-from .restore import job_fields
+from .restore import job_fields, value_type
 from .server import App
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,9 @@ def field_control(part: str, f: dataclasses.Field, default):
         return gr.Checkbox(value=bool(default), label=label, info=info)
     if "choices" in f.metadata:
         return gr.Radio(list(f.metadata["choices"]), value=default, label=label, info=info)
-    if f.type in ("int", "float"):
+    if value_type(f) in ("int", "float"):
         return gr.Number(value=default, label=label, info=info,
-                         precision=0 if f.type == "int" else None)
+                         precision=0 if value_type(f) == "int" else None)
     return gr.Textbox(value=str(default), label=label, info=info)
 
 
