@@ -29,14 +29,17 @@ def test_pyproject_dependencies_match_requirements():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = _reqs(project["dependencies"])
     reqs = _reqs((ROOT / "requirements.txt").read_text().splitlines())
-    reqs.pop("pytest", None)  # test-only: an optional extra in pyproject
+    test_only = {k: reqs.pop(k) for k in ("pytest", "playwright")}  # pyproject's test extra
     assert deps == reqs
-    assert set(project["scripts"]) == {"pssr-step1", "pssr-step2", "pssr-eval"}
+    assert _reqs(project["optional-dependencies"]["test"]) == test_only
+    assert set(project["scripts"]) == {"pssr-step1", "pssr-step2", "pssr-eval",
+                                        "pssr-app"}
 
 
 @pytest.mark.parametrize("script, marker", [("pssr-step1", "--timestep_draft_list"),
                                             ("pssr-step2", "--consistent_dir"),
-                                            ("pssr-eval", "--metrics")])
+                                            ("pssr-eval", "--metrics"),
+                                            ("pssr-app", "--max_upload_mb")])
 def test_console_scripts_installed(script, marker, tmp_path):
     """Installed by `pip install --no-deps -e .` (.ci/run does it); run from another folder."""
     exe = Path(sys.executable).parent / script

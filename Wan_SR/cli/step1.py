@@ -96,32 +96,42 @@ def check_weights(cfg: Step1Config):
     return files
 
 
+def load_checked(cfg: Step1Config, before_load=None, largest=None):
+    """The weights checked, the seed set, ``before_load()`` called, then the models of ``cfg``
+    ((pipeline, prompts); ``largest``: (frames, height, width) of the largest clip, for the
+    memory plan); None after logging why when a weight file is missing or wrong, or when no
+    setting fits the memory budget."""
+    import torch
+
+    from Wan_SR.models.wan import MissingWeightsError
+    from Wan_SR.runs.step1.load import load_models
+
+    try:
+        files = check_weights(cfg)
+        torch.manual_seed(cfg.sampling.seed)
+        if before_load is not None:
+            before_load()
+        return load_models(cfg, files, largest)
+    except (MissingWeightsError, ValueError) as e:
+        log.error("%s", e)
+        return None
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_from_args(args)
     cfg, inputs = validate(parser, args)
     # heavy imports after the checks (--help and bad options stay fast)
-    import torch
-
     from Wan_SR.core.distributed import exit_status, init as init_processes
-    from Wan_SR.models.wan import MissingWeightsError
     from Wan_SR.runs.step1 import restore_folder
-    from Wan_SR.runs.step1.load import load_models
+
     from Wan_SR.runs.step1.plan import largest_clip
 
-    try:
-        files = check_weights(cfg)
-    except MissingWeightsError as e:
-        log.error("%s", e)
+    loaded = load_checked(cfg, before_load=init_processes, largest=largest_clip(inputs, cfg))
+    if loaded is None:
         return 2
-    torch.manual_seed(cfg.sampling.seed)
-    init_processes()
-    try:
-        pipe, prompts = load_models(cfg, files, largest_clip(inputs, cfg))
-    except (MissingWeightsError, ValueError) as e:
-        log.error("%s", e)
-        return 2
+    pipe, prompts = loaded
     try:
         return exit_status(restore_folder(pipe, cfg.folders.input_dir, cfg.folders.output_dir,
                                           cfg, inputs=inputs, prompts=prompts))
