@@ -34,7 +34,7 @@ class TilingError(ValueError):
     """The VAE has a layer with global reach where tiles would cut it."""
 
 
-def _reach(layers, scale: float, down: bool) -> tuple[float, float]:
+def _reach(layers, scale: float) -> tuple[float, float]:
     """``(reach, scale)`` after ``layers``: the reach in units of the first layer's input, and
     the scale of the layers' resolution relative to that input."""
     reach = 0.0
@@ -58,14 +58,14 @@ def _reach(layers, scale: float, down: bool) -> tuple[float, float]:
 
 def decoder_halo(decoder) -> int:
     """Latent pixels each decoder tile needs beyond its core (up-sampling stages and head)."""
-    reach, scale = _reach(decoder.upsamples, 1.0, down=False)
+    reach, scale = _reach(decoder.upsamples, 1.0)
     return math.ceil(reach + scale) + 1
 
 
 def encoder_halo(encoder) -> int:
     """Pixels each encoder tile needs beyond its core (``conv1`` and the down-sampling stages),
     rounded up to whole latent pixels."""
-    reach, _ = _reach(encoder.downsamples, 1.0, down=True)
+    reach, _ = _reach(encoder.downsamples, 1.0)
     return SCALE * (math.ceil((reach + 1) / SCALE) + 1)
 
 

@@ -28,7 +28,7 @@ DECODE_PER_PIXEL = 7.86e-6    # GiB per pixel of a decoder tile
 BASE_PER_TOKEN = 6.8e-5       # GiB per latent token: base step with its recorded features
 FEATURES_PER_TOKEN = 2.87e-5  # GiB per latent token: the recorded features (kept for drafts)
 DRAFT_PER_TOKEN = 4.3e-5      # GiB per latent token: a draft step, above the features
-FUSION_PER_VALUE = 1.1e-8     # GiB per output value (frames x 3 x pixels) of the fusion
+FUSION_PER_VALUE = 1.49e-8    # GiB per output value (frames x 3 x pixels) of the fusion
 TILE_BUFFERS = 2              # float32 tile-sized buffers besides the decoded branches (the
                               # tile's frames, padded)
 MARGIN = 1.08                 # on the estimate: allocator rounding and small tensors
@@ -107,7 +107,7 @@ def work_gib(shape: WindowShape, tiles: tuple, enc_halo: int, dec_halo: int) -> 
     phases = (ENCODE_PER_PIXEL * s * vae_tile_pixels(shape, tiles, enc_halo),
               max(BASE_PER_TOKEN, FEATURES_PER_TOKEN + DRAFT_PER_TOKEN) * s * tokens,
               DECODE_PER_PIXEL * s * vae_tile_pixels(shape, tiles, dec_halo),
-              FUSION_PER_VALUE * values * 4 / 4)
+              FUSION_PER_VALUE * values)  # in float32 whatever the models' dtype
     return max(phases) + pixel_buffers_gib(shape, window, tile)
 
 
