@@ -118,6 +118,9 @@ def main(argv=None):
     p.add_argument("--no_check", action="store_true", help="skip the in-process VAE check")
     p.add_argument("--no_default", action="store_true",
                    help="skip the uncapped runs (their numbers come from another result)")
+    p.add_argument("--no_warmup", action="store_true",
+                   help="skip the first, untimed run (it fills the kernel caches that every later "
+                        "run reads, so the first measured run is not slower for building them)")
     p.add_argument("--no_tags", action="store_true",
                    help="runs without the tagger and the text encoder (no 11 GB file to write)")
     p.add_argument("--work", default="/tmp/pssr_memory")
@@ -137,6 +140,10 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001  (the runs below still tell their story)
             res["vae_values"] = {"error": repr(e)[:500]}
         save(res, args, NAME)
+    if not args.no_warmup:
+        warm = one_run(launch, clip_dir, "warmup", ["--upscale", "0.125" if args.quick else "1"],
+                       None, None, args.quick, args.timeout)
+        res["warmup"] = {k: warm[k] for k in ("returncode", "frames_per_s")}
     for size in args.sizes.split(","):
         runs = res.setdefault(size, {})
         extra = ["--upscale", f"{SIZES[size] * (0.125 if args.quick else 1):g}"]
