@@ -250,6 +250,9 @@ def test_page_in_a_real_browser(server, tmp_path):
 
 def drive_page(page, server, tmp_path):
     page.goto(server.url)
+    # the page must be rendered before a file is given to its input (on a slow first load the
+    # file could otherwise go unseen); Gradio's own connection never lets the network idle
+    page.locator("#pssr-run").wait_for(state="visible", timeout=120_000)
     run_clip(page, server.clip)
     viewer = page.locator("#pssr-viewer img")
     viewer.first.wait_for(state="visible", timeout=30_000)
@@ -298,8 +301,15 @@ def drive_page(page, server, tmp_path):
 
 def run_clip(page, clip, expect="Restored clip"):
     """Upload ``clip``, press Restore, wait for ``expect`` in the page."""
-    page.locator("#pssr-upload input[type=file]").set_input_files(str(clip))
-    page.get_by_text(Path(clip).name, exact=True).first.wait_for(timeout=30_000)
+    shown = page.get_by_text(Path(clip).name, exact=True).first
+    for attempt in range(2):  # a file given while the page still loads can go unseen: once more
+        page.locator("#pssr-upload input[type=file]").set_input_files(str(clip))
+        try:
+            shown.wait_for(timeout=45_000)
+            break
+        except Exception as e:  # Playwright's TimeoutError (Playwright is imported in the test)
+            if attempt or "Timeout" not in type(e).__name__:
+                raise
     page.locator("#pssr-run").click()
     page.get_by_text(expect).last.wait_for(timeout=90_000)
 
