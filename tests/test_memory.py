@@ -180,3 +180,27 @@ def test_load_plan_refuses_a_budget_that_cannot_fit(fresh_pipe):
     cfg.step1.window_space = "latent"
     with pytest.raises(MemoryBudgetError, match="latent windows"):
         memory_plan(cfg, fresh_pipe(), None, (33, 720, 1280), 12.0)
+
+
+def test_budget_option_values():
+    from Wan_SR.core.options import LOW_MEMORY_BUDGET, SpeedOptions
+
+    for bad in ("abc", "0", "-2"):
+        with pytest.raises(ValueError, match="--vram_budget must be a positive number"):
+            SpeedOptions(vram_budget=bad).validate()
+    assert SpeedOptions().budget_gib() is None                       # auto
+    assert SpeedOptions(vram_budget="10.5").budget_gib() == 10.5
+    assert SpeedOptions(low_memory=True).budget_gib() == LOW_MEMORY_BUDGET
+    assert SpeedOptions(vram_budget="12", low_memory=True).budget_gib() == 12.0
+
+
+def test_out_of_memory_is_one_line_naming_a_smaller_budget():
+    from types import SimpleNamespace
+
+    from Wan_SR.runs.step1.load import out_of_memory_hint
+
+    pipe = SimpleNamespace(memory_plan=MemoryPlan(10.5, 0, 0, (1, 3)))
+    text = out_of_memory_hint(torch.OutOfMemoryError("CUDA out of memory. Tried ..."), pipe)
+    assert isinstance(text, str) and "\n" not in text and "--vram_budget 8" in text
+    other = ValueError("bad clip")
+    assert out_of_memory_hint(other, pipe) is other
