@@ -126,9 +126,12 @@ def main(argv=None) -> int:
     from Wan_SR.core.distributed import exit_status, init as init_processes
     from Wan_SR.runs.step1 import restore_folder
 
-    from Wan_SR.runs.step1.plan import largest_clip
+    from Wan_SR.runs.step1.plan import largest_clip, probe_inputs
 
-    loaded = load_checked(cfg, before_load=init_processes, largest=largest_clip(inputs, cfg))
+    # the memory plan needs the largest clip (the run probes each input again when it comes to
+    # it; reusing these probes changed the timing the kill-and-resume tests rely on)
+    largest = largest_clip(probe_inputs(inputs, cfg), cfg)
+    loaded = load_checked(cfg, before_load=init_processes, largest=largest)
     if loaded is None:
         return 2
     pipe, prompts = loaded

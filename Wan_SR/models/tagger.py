@@ -97,10 +97,6 @@ class Tagger:
         return {"tagger": "ram+dape" if self.with_dape else "ram",
                 "num_tags": len(self.ram.tag_names)}
 
-    @property
-    def offload(self) -> bool:
-        return self.host is not None
-
     def use_offload(self) -> None:
         """From now on the network waits in host memory between frames (on a CUDA device)."""
         if self.device.type == "cuda" and self.host is None:

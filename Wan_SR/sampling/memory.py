@@ -50,7 +50,6 @@ class ModelBytes:
     draft_block: float
     draft_blocks: int
     tagger: float = 0.0
-    text_block: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ class PSSRPipeline:
         self.channels_last = False
         self.vae_tiles = None        # (rows, cols) of the VAE's exact tiles (a memory budget)
         self.streams = {}            # {"base"/"draft": BlockStream} of DiTs streamed from host
+        self.memory_plan = None      # the MemoryPlan it works under (None: no budget applied)
         self.stats = PipelineStats()
 
     def branch_names(self) -> list[str]:
@@ -153,6 +154,7 @@ class PSSRPipeline:
         """Work within a memory budget (:func:`Wan_SR.sampling.memory.plan_memory`): the DiT
         blocks beyond the plan's resident ones stream from pinned host memory, and the VAE runs
         in exact spatial tiles. The values computed do not change."""
+        self.memory_plan = plan
         self.vae_tiles = tuple(plan.vae_tiles) if tuple(plan.vae_tiles) != (1, 1) else None
         for name, model, resident in (("base", self.base, plan.base_resident),
                                       ("draft", self.draft, plan.draft_resident)):

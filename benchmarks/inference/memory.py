@@ -16,7 +16,6 @@ beside bf16's own distance from float32.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -28,6 +27,7 @@ from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.commands import prepare  # noqa: E402
 from benchmarks.common import ROOT, default_device, parse, parser, record, save  # noqa: E402
 from benchmarks.inference.e2e import speed  # noqa: E402
+from benchmarks.vae.speed import psnr  # noqa: E402  (of videos in [-1, 1])
 
 NAME = "inference/memory"
 # card (GB) -> the GiB its budget leaves to PyTorch (the CUDA context takes the rest)
@@ -38,11 +38,6 @@ STREAM_LINE = re.compile(r"DiT weights streamed from host memory: ([\d.]+) GiB "
                          r"\(([\d.]+) GiB per window tile\)")
 TEXT_LINE = re.compile(r"text encoder: ([\d.]+) GiB streamed")
 PCIE4_GB_S = 25.0
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = (a.float() - b.float()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10 * math.log10(1 / mse)
 
 
 def vae_values(device, quick: bool) -> dict:
@@ -63,12 +58,12 @@ def vae_values(device, quick: bool) -> dict:
             enc_full = ws.vae_encode(vae, video).float()
             enc_tiled = vae_tiles.encode(vae, video, (1, 4)).float()
         name = str(dtype).replace("torch.", "")
-        out[name] = {"decode_psnr_db_tiles_vs_untiled": psnr((tiled + 1) / 2, (full + 1) / 2),
+        out[name] = {"decode_psnr_db_tiles_vs_untiled": psnr(tiled, full),
                      "decode_max_abs": (tiled - full).abs().max().item(),
                      "encode_max_abs": (enc_tiled - enc_full).abs().max().item()}
         out.setdefault("_decoded", {})[name] = full
     d = out.pop("_decoded")
-    out["bf16_floor_psnr_db"] = psnr((d["bfloat16"] + 1) / 2, (d["float32"] + 1) / 2)
+    out["bf16_floor_psnr_db"] = psnr(d["bfloat16"], d["float32"])
     return out
 
 

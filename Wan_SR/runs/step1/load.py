@@ -54,7 +54,6 @@ def load_models(cfg: Step1Config, files, largest: Optional[tuple] = None
         pipe.use_memory_plan(plan)
         if plan.tagger_on_host and tagger is not None:
             tagger.use_offload()
-        pipe.memory_plan = plan
     pipe.optimize(compile=speed.compile, channels_last=not speed.no_channels_last,
                   deterministic=speed.deterministic)
     return pipe, prompts
@@ -129,7 +128,7 @@ def out_of_memory_hint(error: BaseException, pipe) -> BaseException | str:
     other errors unchanged."""
     if not isinstance(error, torch.OutOfMemoryError):
         return error
-    plan = getattr(pipe, "memory_plan", None)
+    plan = pipe.memory_plan
     budget = plan.budget_gib if plan is not None and plan.budget_gib else None
     smaller = f"--vram_budget {max(1.0, math.floor(budget * 0.8 * 2) / 2):g}" if budget \
         else "--vram_budget with the GPU memory this run may use"

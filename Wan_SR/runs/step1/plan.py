@@ -76,21 +76,27 @@ def plan_video(in_path, output_dir, cfg: Step1Config, names: Sequence[str],
     return VideoJob(info, name, clip, Path(output_dir), audio)
 
 
-def largest_clip(inputs, cfg: Step1Config) -> Optional[tuple[int, int, int]]:
-    """(frames, height, width) at the processing size, the largest over ``inputs`` (for the
-    memory plan); None when none can be probed (they fail later, each with its reason)."""
-    sizes = []
+def probe_inputs(inputs, cfg: Step1Config) -> dict:
+    """{input: its VideoInfo, or the error that probing it raised}: probed once, before the
+    models load (the memory plan needs the largest clip), and reused by the run."""
+    out = {}
     for path in inputs:
         try:
-            info = video_io.probe(path, fps=cfg.output.rate())
-        except (video_io.VideoError, OSError):
-            continue
-        c = plan_clip(info.num_frames, info.height, info.width, ["base"], ["base"],
-                      cfg.step1.upscale)
-        sizes.append((c.num_frames, c.height, c.width))
+            out[path] = video_io.probe(path, fps=cfg.output.rate())
+        except (video_io.VideoError, OSError) as e:
+            out[path] = e
+    return out
+
+
+def largest_clip(probed: dict, cfg: Step1Config) -> Optional[tuple[int, int, int]]:
+    """(frames, height, width) at the processing size, the largest over the probed inputs (for
+    the memory plan); None when none could be probed (they fail later, each with its reason)."""
+    sizes = [plan_clip(i.num_frames, i.height, i.width, ["base"], ["base"], cfg.step1.upscale)
+             for i in probed.values() if not isinstance(i, Exception)]
     if not sizes:
         return None
-    return (max(s[0] for s in sizes), max(s[1] for s in sizes), max(s[2] for s in sizes))
+    return (max(c.num_frames for c in sizes), max(c.height for c in sizes),
+            max(c.width for c in sizes))
 
 
 def record_settings(cfg: Step1Config, pipe, prompts) -> dict:
