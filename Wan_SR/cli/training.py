@@ -71,6 +71,8 @@ def training_parser(trainer: str, description: str) -> argparse.ArgumentParser:
                     bools=str2bool)
     p.add_argument("--checkpointing_steps", dest="save_steps", type=int,
                    help="same as --save_steps")
+    p.add_argument("--checkpointing", dest="gradient_checkpointing",
+                   help="same as --gradient_checkpointing")
     add_release_options(p, f"train_{trainer}.py")
     add_log_args(p)
     return p

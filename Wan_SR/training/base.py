@@ -32,6 +32,7 @@ from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_t
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
 from .models import build_base, build_regulariser
+from .recompute import Recompute
 from .options import BaseLossOptions, BaseTrainConfig
 
 log = logging.getLogger(__name__)
@@ -43,23 +44,28 @@ class BaseStep(torch.nn.Module):
     dataclass, passes accelerate's float32 conversion unchanged: the losses see ``x0`` in the
     dtype the step computes it in."""
 
-    def __init__(self, base, timeline: FlowTimeline, t_base: float, checkpointing: bool = True):
+    def __init__(self, base, timeline: FlowTimeline, t_base: float,
+                 recompute: Optional[Recompute] = None):
         super().__init__()
         self.base = base  # the training state's keys are base.*
-        self.timeline, self.t_base, self.checkpointing = timeline, t_base, checkpointing
+        self.timeline, self.t_base = timeline, t_base
+        self.recompute = recompute or Recompute("full", 0.0, "cpu")
 
     def forward(self, z_l: torch.Tensor, context: torch.Tensor) -> BaseStepOutput:
+        ck = self.recompute.policy("base", len(self.base.blocks))
         return base_step(self.base, z_l, context, self.timeline, t_base=self.t_base,
-                         t_next=self.t_base, gradient_checkpointing=self.checkpointing)
+                         t_next=self.t_base, gradient_checkpointing=ck)
 
 
 class RegulariserLoss(torch.nn.Module):
     """``dit_update`` as accelerate prepares it: its forward is its flow-matching loss on the
     (detached) base prediction."""
 
-    def __init__(self, dit_update, timeline: FlowTimeline, checkpointing: bool = True):
+    def __init__(self, dit_update, timeline: FlowTimeline,
+                 recompute: Optional[Recompute] = None):
         super().__init__()
-        self.dit_update, self.timeline, self.checkpointing = dit_update, timeline, checkpointing
+        self.dit_update, self.timeline = dit_update, timeline
+        self.recompute = recompute or Recompute("full", 0.0, "cpu")
         self.weights = timeline.training_weights()
 
     def forward(self, x0, context, t_value: float, noise, active: bool = True) -> torch.Tensor:
@@ -71,8 +77,9 @@ class RegulariserLoss(torch.nn.Module):
         i = self.timeline.index(t)
         s = float(self.timeline.sigmas[i])
         n = noise.to(x0.device, x0.dtype)
+        ck = self.recompute.policy("regulariser", len(self.dit_update.blocks))
         v = dit_forward(self.dit_update, losses.add_noise(x0, n, s), t, context,
-                        gradient_checkpointing=self.checkpointing)[0]
+                        gradient_checkpointing=ck)[0]
         return losses.flow_matching_loss(v, n, x0, float(self.weights[i]))
 
 
@@ -95,7 +102,7 @@ def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
     discriminator when their losses are on, LPIPS; each trained network prepared with its
     optimiser (base, regulariser, discriminator: the order of the saved state)."""
     m, o, opt = cfg.model, cfg.loss, cfg.optim
-    dev, tl, ck = p.acc.device, FlowTimeline(), opt.gradient_checkpointing
+    dev, tl, ck = p.acc.device, FlowTimeline(), p.recompute
     dit = build_base(p.files.dit, m.lora_rank, m.lora_targets(), p.dtype, dev, m.num_heads,
                      m.load_model_base_from)
     fix = upd = None
@@ -165,28 +172,33 @@ def train_step(m: BaseModels, inputs: Inputs, u: Updates, o: BaseLossOptions, st
         d = draw_step(g, z_l.shape, m.timeline, z_l.dtype, o.pixel_crop if o.pixel() else None,
                       m.reg is not None)
         multi_frame = z_l.shape[2] > 1
+        u.mark("encode")
         with u.micro_batch(m.base.module):
             with u.autocast():
                 # 2. the base step (the data-parallel module)
                 x0 = m.base.module(z_l, context).x0
+                u.mark("base forward")
                 # 3. the losses, each with its weight (all logged; weight 0: not trained)
                 terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, z_h))]
                 if d.crop is not None:
                     terms += losses.pixel_terms(m.vae, m.lpips, x0, hq, d.crop,
                                                 o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                    u.mark("pixel losses (VAE decode, LPIPS)")
                 if d.reg_t is not None and multi_frame:
                     terms.append(("loss_reg", o.alpha_reg, losses.regulariser(
                         m.dit_fix, m.reg.net, x0, context, m.negative, d.reg_t, d.reg_noise,
                         m.timeline, o.cfg_scale)))
+                    u.mark("regulariser loss (frozen and update DiTs)")
                 if adversarial and multi_frame:
                     terms += adversarial_terms(m.disc.net, x0, z_h, o.alpha_adv, o.alpha_perc)
             loss = losses.weighted_sum(terms)
             if step in inject_nan_at:  # tests of the NaN guard
                 loss = loss * float("nan")
             u.backward(loss, m.base, step, "base")
-        logs = {"original_difference": float(losses.latent_l2(z_l, z_h)),
-                **{name: float(v.detach().float()) for name, _, v in terms},
-                "loss": float(loss.detach().float())}
+        # logged as tensors: the numbers are read after the step (no host synchronisation)
+        logs = {"original_difference": losses.latent_l2(z_l, z_h).detach(),
+                **{name: v.detach().float() for name, _, v in terms},
+                "loss": loss.detach().float()}
         samples.append(Sample(x0.detach().float(), z_h, context, d, multi_frame, logs))
     # 4. update the base (clipped; skipped on every process when a loss was NaN/Inf)
     u.apply(m.base, step, "base")
@@ -211,9 +223,10 @@ def update_each(u: Updates, model: Trained, samples: list, step: int, what: str,
         with u.micro_batch(model.module):
             with u.autocast():
                 loss = loss_of(s)
+            u.mark(f"{what} forward")
             u.backward(loss, model, step, what)
         if s.multi_frame:
-            s.logs[key] = float(loss.detach())
+            s.logs[key] = loss.detach().float()
     u.apply(model, step, what)
 
 
@@ -235,7 +248,7 @@ def train_base(cfg: BaseTrainConfig, inject_nan_at: tuple = ()) -> dict:
     ``inject_nan_at``: steps whose loss is replaced by NaN (tests of the NaN guard)."""
     p = build_parts(cfg)
     m = build_models(p, cfg)
-    loop = Loop(p.acc, cfg, "train_base", p.data)
+    loop = Loop(p, cfg, "train_base")
     total = loop.start()
     step = partial(train_step, m, p.inputs, loop.updates, cfg.loss, inject_nan_at=inject_nan_at)
     result = loop.run(total, step, partial(save, m, cfg))

@@ -23,6 +23,7 @@ from Wan_SR.models.wan import WanFiles, load_vae, vae_encode
 from . import checkpoints
 from .lpips import load_lpips
 from .options import DataOptions, LossOptions, ModelOptions, OptimOptions
+from .recompute import Recompute
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ class Parts:
     data: TrainData
     files: WanFiles
     inputs: Inputs
+    recompute: Recompute  # the trained DiTs' gradient checkpointing
 
 
 def build_parts(cfg) -> Parts:
@@ -215,4 +217,5 @@ def build_parts(cfg) -> Parts:
     files = cfg.model.wan_files()
     inputs = build_inputs(acc, cfg.model, cfg.data.deg_file_path, files,
                           [r.prompt for r in data.dataset.rows], cfg.prompts(), dtype)
-    return Parts(acc, dtype, data, files, inputs)
+    recompute = Recompute(cfg.optim.gradient_checkpointing, cfg.optim.memory_target, acc.device)
+    return Parts(acc, dtype, data, files, inputs, recompute)

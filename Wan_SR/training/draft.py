@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -30,6 +31,7 @@ from .build import Inputs, Parts, build_lpips, build_parts
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .models import upcast_trainable
 from .options import DraftOptions, DraftTrainConfig, LossOptions
+from .recompute import Recompute
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +45,16 @@ class DraftStep(torch.nn.Module):
     """The draft as accelerate prepares it: its forward is one draft step
     (:func:`Wan_SR.sampling.speculative.draft_step`), ``(x0, z_next)``."""
 
-    def __init__(self, draft, timeline: FlowTimeline, checkpointing: bool = True):
+    def __init__(self, draft, timeline: FlowTimeline,
+                 recompute: Optional[Recompute] = None):
         super().__init__()
-        self.draft, self.timeline, self.checkpointing = draft, timeline, checkpointing
+        self.draft, self.timeline = draft, timeline
+        self.recompute = recompute or Recompute("full", 0.0, "cpu")
 
     def forward(self, z, cond, context, features, t: float, t_next: float):
+        ck = self.recompute.policy("draft", len(self.draft.blocks))
         return draft_step(self.draft, z, cond, context, features, self.timeline, t, t_next,
-                          gradient_checkpointing=self.checkpointing)
+                          gradient_checkpointing=ck)
 
 
 @dataclass
@@ -81,7 +86,7 @@ def build_models(p: Parts, cfg: DraftTrainConfig) -> DraftModels:
     log.info("draft: %d of %d blocks %s (k_select %g), condition %s", len(draft.block_ids),
              len(base.blocks), draft.block_ids, dr.k_select, dr.draft_condition)
     tl, lpips = FlowTimeline(), build_lpips(cfg.loss, p.acc.device)
-    module = DraftStep(draft, tl, opt.gradient_checkpointing)
+    module = DraftStep(draft, tl, p.recompute)
     trained = prepare_trained(p.acc, module, draft, opt.learning_rate, opt.lr_warmup_steps)
     return DraftModels(trained, base, tl, p.inputs.vae, lpips)
 
@@ -97,7 +102,7 @@ class Rollout:
     features: list
     z: torch.Tensor
     logs: dict = field(default_factory=dict)
-    loss: float = 0.0
+    loss: object = 0.0  # the sum of its steps' losses (a tensor once a step ran)
 
 
 def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: DraftOptions,
@@ -107,9 +112,11 @@ def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: D
     for batch, g in zip(batches, gens):
         # 1. encode; the frozen base step: the draft's start z, the features of its blocks
         hq, z_h, z_l, context = inputs.encode(batch, g)
+        u.mark("encode")
         with torch.no_grad():
             b = base_step(m.base, z_l, context, m.timeline, t_base=o.timestep_base,
                           t_next=dr.timestep_draft_list[0], record_blocks=m.draft.net.block_ids)
+        u.mark("frozen base step")
         rolls.append(Rollout(hq, z_h, g, context, condition(z_l, dr.draft_condition),
                              b.features, b.z_next))
     for k, (t, t_next) in enumerate(draft_schedule(dr.timestep_draft_list), 1):
@@ -122,18 +129,21 @@ def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: D
                     # hands float32 back under mixed precision: x0 in the dtype of z again
                     x0, z_next = m.draft.module(r.z, r.cond, r.context, r.features, t, t_next)
                     x0 = x0.to(r.z.dtype)
+                    u.mark("draft forward")
                     # 3. the losses, each with its weight
                     terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, r.z_h))]
                     if crop is not None:
                         terms += losses.pixel_terms(m.vae, m.lpips, x0, r.hq, crop,
                                                     o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                        u.mark("pixel losses (VAE decode, LPIPS)")
                 loss = losses.weighted_sum(terms)
                 if step in inject_nan_at:  # tests of the NaN guard
                     loss = loss * float("nan")
                 u.backward(loss, m.draft, step, f"draft step {k}")
-            r.logs[f"original_difference_draft_{k}"] = float(losses.latent_l2(r.z, r.z_h))
-            r.logs.update({f"{name}_draft_{k}": float(v.detach().float()) for name, _, v in terms})
-            r.loss += float(loss.detach())
+            # logged as tensors: the numbers are read after the step (no host synchronisation)
+            r.logs[f"original_difference_draft_{k}"] = losses.latent_l2(r.z, r.z_h).detach()
+            r.logs.update({f"{name}_draft_{k}": v.detach().float() for name, _, v in terms})
+            r.loss = r.loss + loss.detach().float()
             r.z = z_next.detach()  # 4. the stop-gradient Euler step (float32 under mixed precision)
         u.apply(m.draft, step, f"draft step {k}")  # 5. one update per draft timestep
     return [dict(r.logs, loss=r.loss / len(dr.timestep_draft_list)) for r in rolls]
@@ -154,7 +164,7 @@ def train_draft(cfg: DraftTrainConfig, inject_nan_at: tuple = ()) -> dict:
     """Run the draft training; returns a summary (steps, skipped updates, last losses)."""
     p = build_parts(cfg)
     m = build_models(p, cfg)
-    loop = Loop(p.acc, cfg, "train_draft", p.data)
+    loop = Loop(p, cfg, "train_draft")
     total = loop.start()
     step = partial(train_step, m, p.inputs, loop.updates, cfg.loss, cfg.draft,
                    inject_nan_at=inject_nan_at)

@@ -35,8 +35,7 @@ from Wan_SR.core.files import save_safetensors_atomic
 from Wan_SR.core.log import progress
 from Wan_SR.sampling.speed import attention_context
 from . import checkpoints
-from .build import TrainData
-from .losses import zero_loss
+from .build import Parts
 from .models import trainable_parameters
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def adamw(params, lr: float) -> torch.optim.Optimizer:
-    """AdamW as published: betas 0.9/0.999, eps 1e-8, weight decay 0.01."""
-    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    """AdamW as published: betas 0.9/0.999, eps 1e-8, weight decay 0.01; on a GPU the fused
+    kernel (one launch for every parameter; the same update up to rounding)."""
+    params = list(params)
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                             fused=fused or None)
 
 
 def warmup_scheduler(optimizer, warmup_steps: int):
@@ -119,17 +122,59 @@ def gather(acc, obj) -> list:
     return everyone
 
 
+class StepProfile:
+    """The time of each phase of one step (``--profile_step``): :meth:`mark` ends a phase (the
+    time since the previous mark is the named phase's; repeated names add up). On a GPU the
+    marks are CUDA events, so the step runs as it does unprofiled; read at :meth:`end`."""
+
+    def __init__(self):
+        self.marks: Optional[list] = None
+
+    def begin(self, device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.marks = [("", self._now())]
+
+    def mark(self, name: str) -> None:
+        if self.marks is not None:
+            self.marks.append((name, self._now()))
+
+    def _now(self):
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def end(self) -> dict:
+        """Seconds per phase, in the order they first ran, and ``total``."""
+        marks, self.marks = self.marks, None
+        if self.cuda:
+            torch.cuda.synchronize()
+        phases: dict = {}
+        for (_, t0), (name, t1) in zip(marks, marks[1:]):
+            secs = t0.elapsed_time(t1) / 1e3 if self.cuda else t1 - t0
+            phases[name] = phases.get(name, 0.0) + secs
+        phases["total"] = sum(phases.values())
+        return phases
+
+
 class Updates:
     """The guarded update of a trained model, the same decision on every process: a step's
     micro-batches add their gradients (accelerate's accumulation); a loss that is NaN/Inf on
-    any process adds nothing and skips the step's update on every process; else the gradients
-    are clipped at ``--max_grad_norm`` and the optimiser steps. ``skipped`` counts the skipped
-    updates of the run."""
+    any process skips the step's update on every process (checked once, in :meth:`apply`: the
+    step makes no host synchronisation before); else the gradients are clipped at
+    ``--max_grad_norm`` and the optimiser steps. ``skipped`` counts the skipped updates of the
+    run; ``profile`` times the phases of a profiled step (:meth:`mark`)."""
 
     def __init__(self, acc, max_grad_norm: float, skipped: int = 0):
         self.acc, self.max_grad_norm = acc, max_grad_norm
         self.skipped = skipped
-        self._bad = False
+        self.profile = StepProfile()
+        self._finite: Optional[torch.Tensor] = None
+
+    def mark(self, phase: str) -> None:
+        """The step's work since the previous mark was ``phase`` (profiled steps only)."""
+        self.profile.mark(phase)
 
     def any_process(self, flag: bool) -> bool:
         return any_process(self.acc, flag)
@@ -145,23 +190,24 @@ class Updates:
 
     def backward(self, loss: torch.Tensor, model: Trained, step: int, what: str) -> None:
         """Add this micro-batch's gradients (accelerate divides ``loss`` by the number of
-        micro-batches). A non-finite loss on any process is replaced by a zero loss that
-        reaches every parameter, and the step's update is skipped (see :meth:`apply`)."""
-        if self.any_process(not bool(torch.isfinite(loss.detach()).all())):
-            if not self._bad:
-                log.warning("step %d: non-finite %s loss, update skipped", step, what)
-            self._bad = True
-            loss = zero_loss(model.params)
+        micro-batches); whether the loss is finite is noted on the device for :meth:`apply`
+        (a non-finite loss makes non-finite gradients, which :meth:`apply` drops)."""
+        finite = torch.isfinite(loss.detach()).all()
+        self._finite = finite if self._finite is None else self._finite & finite
         self.acc.backward(loss)
+        self.mark(f"{what} backward")
 
     def apply(self, model: Trained, step: int, what: str) -> bool:
         """After the step's last micro-batch: clip and step, unless a loss of the step was
-        non-finite. Returns True if the update was applied."""
+        non-finite on some process (then the gradients are dropped on every process). Returns
+        True if the update was applied."""
         assert self.acc.sync_gradients, "apply() before the step's last micro-batch"
-        bad, self._bad = self._bad, False
+        finite, self._finite = self._finite, None
+        bad = self.any_process(finite is not None and not bool(finite))
         if bad:
             self.skipped += 1
-            log.warning("step %d: %s update skipped (%d so far)", step, what, self.skipped)
+            log.warning("step %d: non-finite %s loss, update skipped (%d so far)", step, what,
+                        self.skipped)
         else:
             if self.max_grad_norm > 0:
                 self.acc.clip_grad_norm_(model.params, self.max_grad_norm)
@@ -169,6 +215,7 @@ class Updates:
             if model.scheduler is not None:
                 model.scheduler.step()
         model.optimizer.zero_grad(set_to_none=True)
+        self.mark(f"{what} optimiser")
         return not bad
 
 
@@ -205,8 +252,9 @@ class Loop:
     :class:`Updates`, ``updates``), :meth:`run` runs the steps, logs each and saves every
     ``--save_steps`` and at the end."""
 
-    def __init__(self, acc, cfg, name: str, data: TrainData):
-        self.acc, self.cfg, self.name, self.data = acc, cfg, name, data
+    def __init__(self, parts: Parts, cfg, name: str):
+        self.acc, self.cfg, self.name, self.data = parts.acc, cfg, name, parts.data
+        self.recompute = parts.recompute
         self.updates: Optional[Updates] = None
         self.output = Path(cfg.out.output_path)
         self.report = cfg.out.tracker()
@@ -307,19 +355,36 @@ class Loop:
             procs, rank = self.acc.num_processes, self.acc.process_index
             gens = [step_generator(self.cfg.optim.seed, step, j * procs + rank)
                     for j in range(self.micro)]
+            profiled = step == self.cfg.out.profile_step
+            if profiled:
+                self.updates.profile.begin(self.acc.device)
             t0 = time.perf_counter()
             # cuDNN attention first, for the forward and the backward (recomputation matches)
             with attention_context("auto", self.acc.device):
                 logs = self._mean(step_fn(step, micro, gens))
             log.debug("step %d: %.3f s", step, time.perf_counter() - t0)
+            if profiled:
+                self._write_profile(step)
+            self.recompute.settle()  # after the run's first step: the blocks kept from now on
         self.history.add(step, logs)
         if self.report:
             self.acc.log(logs, step=step)
         return logs
 
+    def _write_profile(self, step: int) -> None:
+        """The profiled step's phases: logged, and ``profile_step_<N>.json`` (main process)."""
+        phases = self.updates.profile.end()
+        log.info("step %d profile: %s", step, ", ".join(f"{k} {v:.3f} s" for k, v in
+                                                        phases.items()))
+        if self.acc.is_main_process:
+            (self.output / f"profile_step_{step}.json").write_text(
+                json.dumps({"step": step, "seconds": phases}, indent=2) + "\n")
+
     def _mean(self, logs: list) -> dict:
         """The mean of each logged value over the micro-batches and processes that have it
-        (one collective, whatever keys each process has)."""
+        (one collective, whatever keys each process has); tensors become numbers here, after
+        the step."""
+        logs = [{k: float(v) for k, v in d.items()} for d in logs]
         logs = [d for part in gather(self.acc, logs) for d in part]
         keys = list(dict.fromkeys(k for d in logs for k in d))
         return {k: float(np.mean([d[k] for d in logs if k in d])) for k in keys}

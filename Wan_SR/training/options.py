@@ -174,6 +174,24 @@ class BaseLossOptions(LossOptions):
         return self.alpha_adv > 0 or self.alpha_perc > 0
 
 
+CHECKPOINTING_WORDS = {"auto": "auto", "full": "full", "true": "full", "none": "none",
+                       "false": "none"}
+
+
+def checkpointing_setting(value) -> "str | int":
+    """``--gradient_checkpointing`` as ``"auto"``, ``"full"``, ``"none"`` or a number of blocks
+    (True/False: full/none)."""
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    text = str(value).strip().lower()
+    if text in CHECKPOINTING_WORDS:
+        return CHECKPOINTING_WORDS[text]
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--gradient_checkpointing {value!r}: expected auto, full, none, True, False "
+                     "or a number of blocks")
+
+
 @dataclass
 class OptimOptions:
     learning_rate: float = opt(5e-5, "AdamW learning rate of the base and the regulariser")
@@ -186,7 +204,12 @@ class OptimOptions:
     mixed_precision: str = opt("bf16", "frozen weights and activations in this precision; "
                                        "trainable weights and optimiser states stay fp32",
                                choices=("bf16", "fp16", "no"))
-    gradient_checkpointing: bool = opt(True, "recompute DiT blocks in the backward (True/False)")
+    gradient_checkpointing: str = opt(
+        "auto", "DiT blocks recomputed in the backward, per trained DiT: auto (on a GPU, as few "
+                "as fit --memory_target, measured in the first step; on the CPU all), full or "
+                "True (all), none or False (none), or a number N (the first N blocks)")
+    memory_target: float = opt(0.0, "GiB of GPU memory --gradient_checkpointing auto may fill "
+                                    "(0: the GPU's memory less 4 GiB)")
     gradient_accumulation_steps: int = opt(1, "samples per process whose gradients are summed "
                                               "into one update (accelerate's accumulation); "
                                               "steps, --save_steps and --max_train_steps count "
@@ -206,6 +229,9 @@ class OptimOptions:
             raise ValueError("--collective_timeout must be positive")
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ValueError("--max_grad_norm and --lr_warmup_steps must be >= 0")
+        checkpointing_setting(self.gradient_checkpointing)
+        if self.memory_target < 0:
+            raise ValueError("--memory_target must be >= 0")
 
 
 @dataclass
@@ -228,6 +254,9 @@ class CheckpointOptions:
     resume_from_checkpoint: Optional[str] = opt(None, "continue exactly from a saved state: "
                                                       "'latest' or a state folder")
     report_to: str = opt("tensorboard", "tracker: tensorboard, wandb, swanlab or none")
+    profile_step: int = opt(0, "time each phase of this step (each model's forward, backward "
+                               "and optimiser, the losses, the encoding) and write "
+                               "profile_step_<N>.json in --output_path (0: off)")
     project_name: str = opt("PS-SR", "tracker project name")
 
     def tracker(self) -> Optional[str]:

@@ -1,0 +1,88 @@
+"""How many DiT blocks each trained network recomputes in its backward (``--gradient_checkpointing``,
+docs/method.md §9, "Memory and speed").
+
+Recomputing a block's activations in the backward (gradient checkpointing) saves its memory and
+costs one more forward of the block. ``auto`` recomputes as few blocks as fit the memory target:
+the first step recomputes every block but the last of each trained DiT, measuring the bytes
+that block saved for its backward (:class:`Wan_SR.models.dit.SavedBytes`) and the step's peak;
+from the second step on each DiT keeps as many more blocks as the room left under the target
+holds (:meth:`Recompute.settle`). The trained DiTs run one after the other (each one's graph is
+freed by its backward before the next forward), so each gets the whole room. On the CPU, and
+until the settings are measured, ``auto`` is ``full``. The values computed do not depend on the
+setting (recomputation repeats the same operations).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import torch
+
+from Wan_SR.models.dit import Checkpointing
+from .options import checkpointing_setting
+
+log = logging.getLogger(__name__)
+
+GIB = 2 ** 30
+AUTO_MARGIN_GIB = 4.0  # of the GPU's memory, left to the CUDA context, NCCL and fragmentation
+SAFETY = 1.15  # a kept block's saved bytes, raised for the allocator's rounding
+
+
+class Recompute:
+    """The recomputation of each trained DiT, by name (``"base"``, ``"regulariser"``,
+    ``"draft"``): :meth:`policy` for its forward; :meth:`settle` after the first step."""
+
+    def __init__(self, setting, target_gib: float, device: torch.device):
+        self.setting = checkpointing_setting(setting)
+        self.device = torch.device(device)
+        self.auto = self.setting == "auto" and self.device.type == "cuda"
+        self.target_gib = target_gib
+        self.measured: dict[str, list] = {}   # name -> saved bytes of its kept blocks (1st step)
+        self.keep: Optional[dict[str, int]] = None  # name -> blocks kept, once settled
+        if self.setting == "auto" and not self.auto:
+            log.info("--gradient_checkpointing auto on the CPU: every block recomputed")
+
+    def policy(self, name: str, blocks: int) -> Checkpointing:
+        """The :class:`Checkpointing` of DiT ``name`` of ``blocks`` blocks."""
+        s = self.setting
+        if s == "none":
+            return Checkpointing(0)
+        if isinstance(s, int):
+            return Checkpointing(min(s, blocks))
+        if not self.auto:
+            return Checkpointing(None)
+        if self.keep is None:  # the first step: keep the last block and measure it
+            return Checkpointing(blocks - 1, self.measured.setdefault(name, []))
+        return Checkpointing(max(0, blocks - self.keep.get(name, 1)))
+
+    def target(self) -> float:
+        """The memory target in GiB (the GPU's memory less a margin unless given)."""
+        if self.target_gib:
+            return self.target_gib
+        index = self.device.index if self.device.index is not None else \
+            torch.cuda.current_device()
+        return torch.cuda.get_device_properties(index).total_memory / GIB - AUTO_MARGIN_GIB
+
+    def settle(self) -> None:
+        """After the first step (``auto`` only): keep per DiT as many blocks as the room between
+        the step's peak and the target holds; logged in one line."""
+        if not self.auto or self.keep is not None:
+            return
+        peak = torch.cuda.max_memory_reserved(self.device) / GIB
+        self.keep = keep_blocks(self.target() - peak, self.measured)
+        parts = [f"{name} keeps {self.keep[name]} block(s) ({max(saved) / GIB:.2f} GiB each)"
+                 for name, saved in self.measured.items() if saved]
+        log.info("gradient checkpointing auto: target %.1f GiB, first step's peak %.1f GiB; %s",
+                 self.target(), peak, "; ".join(parts) or "no trained DiT ran")
+
+
+def keep_blocks(room_gib: float, measured: dict) -> dict:
+    """Blocks kept per DiT: the measured one and as many more as ``room_gib`` holds (each DiT
+    has the whole room: they run one after the other)."""
+    keep = {}
+    for name, saved in measured.items():
+        if saved:
+            per_block = SAFETY * max(saved) / GIB
+            keep[name] = 1 + max(0, math.floor(room_gib / per_block))
+    return keep
