@@ -4,6 +4,7 @@ do not depend on how many blocks recompute, the kept blocks' saved bytes are mea
 settings parse, and a trainer run keeps its losses whatever the setting."""
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from test_train_base import config, data, history, run  # noqa: F401  (data: a fixture)
 from Wan_SR.models.dit import Checkpointing, dit_forward
 from Wan_SR.training.options import checkpointing_setting
-from Wan_SR.training.recompute import GIB, SAFETY, Recompute, keep_blocks
+from Wan_SR.training.recompute import AUTO_MARGIN_GIB, GIB, SAFETY, Recompute, keep_blocks
 
 
 def forward_backward(dit, x, t, ctx, ck):
@@ -71,7 +72,9 @@ def test_checkpointing_setting_refuses(bad):
         checkpointing_setting(bad)
 
 
-def test_policies():
+def test_policies(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: SimpleNamespace(total_memory=141 * GIB))
     cpu = torch.device("cpu")
     assert Recompute("none", 0, cpu).policy("base", 30).recompute == 0
     assert Recompute("12", 0, cpu).policy("base", 30).recompute == 12
@@ -91,6 +94,8 @@ def test_policies():
     gpu.keep = {"base": 45}
     assert gpu.policy("base", 30).recompute == 0
     assert gpu.target() == 80
+    assert Recompute("auto", 0, torch.device("cuda", 0)).target() == 141 - AUTO_MARGIN_GIB
+    assert Recompute("auto", 500, torch.device("cuda", 0)).target() == 141 - AUTO_MARGIN_GIB
 
 
 def test_blocks_kept_fill_the_room():
@@ -135,3 +140,10 @@ def test_a_run_keeps_its_losses_whatever_the_recomputation_and_profiles_a_step(
         for a, b in zip(logs["full"], logs[setting]):
             for k in a:
                 assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (setting, a["step"], k)
+
+
+def test_processes_agree_on_one_process():
+    from Wan_SR.training.recompute import agree
+
+    assert agree({"base": 12, "regulariser": 9}, torch.device("cpu")) == {"base": 12,
+                                                                         "regulariser": 9}

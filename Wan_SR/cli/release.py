@@ -75,8 +75,8 @@ _TRAINING = (
                   "the model inputs are fixed ([x, z_L] and the prompt); the release ignores "
                   "it too"),
     ReleaseOption("use_gradient_checkpointing_offload", NOTICE,
-                  "the release ignores it too; --gradient_checkpointing True|False chooses "
-                  "recomputation here", flag=True),
+                  "the release ignores it too; --gradient_checkpointing auto|full|none|N "
+                  "chooses recomputation here", flag=True),
 )
 
 TRAIN_BASE = _TRAINING + (

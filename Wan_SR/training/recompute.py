@@ -18,6 +18,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 from Wan_SR.models.dit import Checkpointing
 from .options import checkpointing_setting
@@ -57,24 +58,40 @@ class Recompute:
         return Checkpointing(max(0, blocks - self.keep.get(name, 1)))
 
     def target(self) -> float:
-        """The memory target in GiB (the GPU's memory less a margin unless given)."""
-        if self.target_gib:
-            return self.target_gib
+        """The memory target in GiB: given (at most the GPU's memory), else the GPU's memory
+        less a margin."""
         index = self.device.index if self.device.index is not None else \
             torch.cuda.current_device()
-        return torch.cuda.get_device_properties(index).total_memory / GIB - AUTO_MARGIN_GIB
+        total = torch.cuda.get_device_properties(index).total_memory / GIB
+        if self.target_gib and self.target_gib > total:
+            log.warning("--memory_target %g GiB: the GPU has %.1f GiB; using that less %g",
+                        self.target_gib, total, AUTO_MARGIN_GIB)
+            self.target_gib = 0.0
+        return self.target_gib or total - AUTO_MARGIN_GIB
 
     def settle(self) -> None:
         """After the first step (``auto`` only): keep per DiT as many blocks as the room between
-        the step's peak and the target holds; logged in one line."""
+        the step's peak and the target holds, the fewest any process can keep (every process
+        calls this after its first step); logged in one line."""
         if not self.auto or self.keep is not None:
             return
         peak = torch.cuda.max_memory_reserved(self.device) / GIB
-        self.keep = keep_blocks(self.target() - peak, self.measured)
+        self.keep = agree(keep_blocks(self.target() - peak, self.measured), self.device)
         parts = [f"{name} keeps {self.keep[name]} block(s) ({max(saved) / GIB:.2f} GiB each)"
                  for name, saved in self.measured.items() if saved]
         log.info("gradient checkpointing auto: target %.1f GiB, first step's peak %.1f GiB; %s",
                  self.target(), peak, "; ".join(parts) or "no trained DiT ran")
+
+
+def agree(keep: dict, device) -> dict:
+    """``keep`` with each count the smallest over the processes (a collective when several
+    run), so that they all compute alike."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return keep
+    names = sorted(keep)
+    counts = torch.tensor([keep[n] for n in names], dtype=torch.int64, device=device)
+    dist.all_reduce(counts, op=dist.ReduceOp.MIN)
+    return dict(zip(names, counts.tolist()))
 
 
 def keep_blocks(room_gib: float, measured: dict) -> dict:

@@ -1,0 +1,13 @@
+"""``benchmarks/training/trainers.py --trainers base`` under the name its issue gives: seconds
+per step, samples/s and frames/s per GPU, peak memory, first losses and the profile of
+one step of ``train_base.py`` for each ``--gradient_checkpointing`` run
+(``python benchmarks/bench_train_base.py --light --base_runs "auto:10,full:5,auto@75:5"``; the other options
+as trainers.py takes them)."""
+import runpy
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.argv[0] = str(Path(__file__).resolve().parent / "training" / "trainers.py")
+    sys.argv[1:1] = ["--trainers", "base"]
+    runpy.run_path(sys.argv[0], run_name="__main__")

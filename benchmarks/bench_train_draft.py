@@ -1,0 +1,13 @@
+"""``benchmarks/training/trainers.py --trainers draft`` under the name its issue gives: seconds
+per batch, samples/s and frames/s per GPU, peak memory, first losses and the profile of
+one step of ``train_draft.py`` for each ``--gradient_checkpointing`` run
+(``python benchmarks/bench_train_draft.py --light --draft_runs "auto:10,full:5"``; the other options
+as trainers.py takes them)."""
+import runpy
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.argv[0] = str(Path(__file__).resolve().parent / "training" / "trainers.py")
+    sys.argv[1:1] = ["--trainers", "draft"]
+    runpy.run_path(sys.argv[0], run_name="__main__")
