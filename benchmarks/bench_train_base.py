@@ -1,8 +1,10 @@
 """``benchmarks/training/trainers.py --trainers base`` under the name its issue gives: seconds
-per step, samples/s and frames/s per GPU, peak memory, first losses and the profile of
-one step of ``train_base.py`` for each ``--gradient_checkpointing`` run
-(``python benchmarks/bench_train_base.py --light --base_runs "auto:10,full:5,auto@75:5"``; the other options
-as trainers.py takes them)."""
+per step, samples/s and frames/s per GPU, peak memory, first losses and the profile of one
+step of ``train_base.py`` for each ``--gradient_checkpointing`` run and for the release's
+structure; the other options as trainers.py takes them:
+
+    python benchmarks/bench_train_base.py --light --base_runs "auto:10,full:5,auto@75:5,release:5"
+"""
 import runpy
 import sys
 from pathlib import Path

@@ -65,3 +65,24 @@ def test_e2e_variant_names():
         variant("pixel_fast")
     with pytest.raises(SystemExit, match="starts with"):
         variant("tiles")
+
+
+def test_trainers_time_ours_beside_the_release_structure(tmp_path):
+    """A quick run of each --gradient_checkpointing setting and of the release's structure (bf16
+    trainables, no autocast, ...): every run trains, and the summary compares them."""
+    from benchmarks.training import trainers
+
+    path = trainers.main(["--quick", "--trainers", "base", "--base_runs",
+                          "auto:2,full:2,release:2", "--work", str(tmp_path / "work"),
+                          "--out", str(tmp_path / "train.json")])
+    result = json.loads(path.read_text())
+    runs = result["training"]["base"]["9x32x48"]["runs"]
+    assert set(runs) == {"auto", "full", "release"}
+    for label, run in runs.items():
+        assert run["returncode"] == 0, (label, run["log_tail"])
+        assert len(run["losses"]) == 2 and run["profile"]["step"] == 2
+        assert run["samples_per_s"] == pytest.approx(1 / run["s_per_step"])
+    summary = result["summary"]
+    assert summary["base_release_over_ours"] == pytest.approx(
+        runs["release"]["s_per_step"] / runs["auto"]["s_per_step"])
+    assert summary["base_first_losses_rel_diff_to_full"]["auto"] < 1e-5  # on the CPU: all recomputed

@@ -13,8 +13,11 @@ step three draft updates), samples/s and frames/s per GPU, the peak GPU memory o
 (``--profile_step``: each model's forward, backward and optimiser), the checkpoint files
 written, and with N processes the scaling efficiency (samples/s with N over N x samples/s with
 1: every process takes one sample per step) and whether every process ends with the same weights
-(``PSSR_DUMP_RANK_WEIGHTS``). ``summary``: the first run's numbers, the 75 GiB base run's, and how
-far each run's first losses are from those of ``full`` (every block recomputed). Training reads
+(``PSSR_DUMP_RANK_WEIGHTS``). The setting ``release`` runs our trainer with the published
+trainer's structure (``release_structure.py``: bf16 trainables, no autocast, every block
+recomputed, the text encoder resident, ...). ``summary``: the first run's numbers, the 75 GiB base
+run's, the release structure's time over the first run's, and how far each run's first losses
+are from those of ``full`` (every block recomputed). Training reads
 clips with PyAV: GPU machines carry its wheel.
 
     python benchmarks/training/trainers.py --light --out benchmarks/results/train_speed_h200.json
@@ -42,6 +45,7 @@ from Wan_SR.data.clip_reader import count_frames  # noqa: E402
 NAME = "training/trainers"
 STEP_LINE = re.compile(r"step \d+: ([\d.]+) s")
 RECOMPUTE_LINE = re.compile(r"gradient checkpointing auto: (.*)")
+RELEASE = ROOT / "benchmarks" / "training" / "release_structure.py"
 
 
 def make_metadata(data_dir: Path, num_frames: int, out: Path) -> Path:
@@ -77,12 +81,15 @@ def train(launch: Launch, trainer: str, n: int, shape: tuple, data: dict, args,
     setting, target, steps = run
     label = setting + (f"@{target:g}" if target else "")
     dst = fresh(launch.work / f"out_{trainer}_{T}x{H}x{W}_{n}_{label}")
-    script = [ROOT / f"train_{trainer}.py", "--dataset_base_path", data["dir"],
+    release = setting == "release"  # our trainer with the release's structure
+    script = [RELEASE, trainer] if release else [ROOT / f"train_{trainer}.py"]
+    script += ["--dataset_base_path", data["dir"],
               "--dataset_metadata_path", data["meta"], "--data_file_keys", "video",
               "--num_frames", T, "--height", H, "--width", W, "--wan_model_dir", launch.wan_dir,
               "--output_path", dst, "--max_train_steps", steps, "--save_steps", steps,
               "--report_to", "none", "--lpips_weights", data["lpips"], "--no_tags",
-              "--log_level", "debug", "--no_progress", "--gradient_checkpointing", setting,
+              "--log_level", "debug", "--no_progress", "--gradient_checkpointing",
+              "full" if release else setting,
               "--profile_step", min(args.profile_step, steps)]
     if target:
         script += ["--memory_target", target]
@@ -140,8 +147,11 @@ def summarize(training: dict) -> dict:
             if trainer == "base" and r.get("memory_target_gib"):
                 out[f"base_s_per_step_{r['memory_target_gib']:g}gib"] = r["s_per_step"]
                 out[f"base_peak_gib_{r['memory_target_gib']:g}gib"] = r["peak_gib"]
+            if label == "release" and first["s_per_step"] and r["s_per_step"]:
+                out[f"{trainer}_release_structure_s"] = r["s_per_step"]
+                out[f"{trainer}_release_over_ours"] = r["s_per_step"] / first["s_per_step"]
             ref = runs.get("full", {}).get("losses")
-            if ref and r.get("losses") and label != "full":
+            if ref and r.get("losses") and label not in ("full", "release"):
                 out.setdefault(f"{trainer}_first_losses_rel_diff_to_full", {})[label] = max(
                     abs(a - b) / max(abs(b), 1e-12) for a, b in zip(r["losses"][:5], ref[:5]))
     return out
