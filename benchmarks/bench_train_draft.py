@@ -3,7 +3,7 @@ per batch, samples/s and frames/s per GPU, peak memory, first losses and the pro
 step of ``train_draft.py`` for each ``--gradient_checkpointing`` run and for the release's
 structure; the other options as trainers.py takes them:
 
-    python benchmarks/bench_train_draft.py --light --draft_runs "auto:10,full:5,release:5"
+    python benchmarks/bench_train_draft.py --light --draft_runs "auto+compile:10,auto:10,full:5,release:5"
 """
 import runpy
 import sys

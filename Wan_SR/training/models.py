@@ -12,6 +12,7 @@ import torch
 
 from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
+from Wan_SR.sampling.speed import compile_blocks
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,24 @@ def build_regulariser(dit_path, rank: int, targets: Iterable[str], dtype, device
         load_trainable_state(upd, warm_start, "regulariser warm start (--load_model_reg_from)")
     upcast_trainable(upd)
     return fix, upd.to(device)
+
+
+COMPILE_VARIANTS = 32  # graphs torch.compile may keep per code: every block shares one code
+
+
+def compile_dits(*dits) -> None:
+    """``--compile``: torch.compile every block of the given DiTs (None skipped), forward and
+    backward, as inference does (:func:`Wan_SR.sampling.speed.compile_blocks`). The blocks of
+    all DiTs share one code, compiled once per variant (LoRA or not, gradients or not), so the
+    number of graphs kept per code is raised for the trainers' variants."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), COMPILE_VARIANTS))
+    for dit in dits:
+        if dit is not None:
+            compile_blocks(dit)
+    log.info("--compile: the DiT blocks compile in the first step (their graphs are cached on "
+             "disk for later runs)")
 
 
 def exists(path) -> bool:

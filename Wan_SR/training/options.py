@@ -210,6 +210,8 @@ class OptimOptions:
                 "True (all), none or False (none), or a number N (the first N blocks)")
     memory_target: float = opt(0.0, "GiB of GPU memory --gradient_checkpointing auto may fill "
                                     "(0: the GPU's memory less 4 GiB)")
+    compile: bool = opt(False, "torch.compile the DiT blocks, forward and backward (compiled in "
+                               "the first step, cached on disk for later runs)")
     gradient_accumulation_steps: int = opt(1, "samples per process whose gradients are summed "
                                               "into one update (accelerate's accumulation); "
                                               "steps, --save_steps and --max_train_steps count "
