@@ -135,19 +135,27 @@ class StepDraws:
 
 
 def draw_step(gen: torch.Generator, latent_shape, timeline: FlowTimeline, dtype,
-              crop: Optional[int], reg: bool) -> StepDraws:
+              crop: Optional[int], reg: bool, device=None) -> StepDraws:
     """The crop (side ``crop``, None: no pixel losses) and, with ``reg``, the regulariser's
-    timesteps and noises, in this order from ``gen``."""
+    timesteps and noises, in this order from ``gen``; the noises sent to ``device``."""
     d = StepDraws()
     if crop is not None:
         d.crop = losses.crop_box(tuple(latent_shape[-2:]), crop, gen)
     if reg:
         d.reg_t = losses.draw_reg_timestep(timeline, gen, dtype)
-        d.reg_noise = torch.randn(latent_shape, generator=gen)
+        d.reg_noise = send(torch.randn(latent_shape, generator=gen), device)
         d.diff_t = float(timeline.timesteps[int(torch.randint(0, timeline.num_steps, (1,),
                                                                 generator=gen))].to(dtype))
-        d.diff_noise = torch.randn(latent_shape, generator=gen)
+        d.diff_noise = send(torch.randn(latent_shape, generator=gen), device)
     return d
+
+
+def send(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` on ``device``; to a GPU through pinned memory, so the host does not wait for the
+    GPU's queued work (a copy from pageable memory would)."""
+    if device is None or torch.device(device).type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 @dataclass
@@ -172,7 +180,7 @@ def train_step(m: BaseModels, inputs: Inputs, u: Updates, o: BaseLossOptions, st
         # 1. encode HQ and LQ once; draw the losses' crop, timesteps and noises from g
         hq, z_h, z_l, context = inputs.encode(batch, g)
         d = draw_step(g, z_l.shape, m.timeline, z_l.dtype, o.pixel_crop if o.pixel() else None,
-                      m.reg is not None)
+                      m.reg is not None, z_l.device)
         multi_frame = z_l.shape[2] > 1
         u.mark("encode")
         with u.micro_batch(m.base.module):
