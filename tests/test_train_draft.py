@@ -219,3 +219,23 @@ def test_draft_schedule_steps_as_inference_does(base_and_draft):
             x0s.append(x0)
     assert len(x0s) == 3 and all(torch.equal(a, r) for a, r in zip(x0s, ref))
     assert torch.equal(z, z_ref)
+
+
+def test_every_draft_step_sees_bf16_latents_under_mixed_precision(tiny_paths, data, tmp_path,  # noqa: F811
+                                                                  monkeypatch):
+    """Under --mixed_precision bf16 (the default) each draft step gets z in bf16, so its timestep
+    is rounded as at inference and in the release (599/499/399 -> 600/500/400), not only the
+    first's."""
+    from Wan_SR.training import draft as td
+
+    seen = []
+    orig = td.draft_step
+
+    def spy(draft, z, cond, context, features, timeline, t, *a, **k):
+        seen.append((z.dtype, float(timeline.timestep(t, dtype=z.dtype))))
+        return orig(draft, z, cond, context, features, timeline, t, *a, **k)
+
+    monkeypatch.setattr(td, "draft_step", spy)
+    run(draft_config(tiny_paths, data, tmp_path / "bf16", max_train_steps=1,
+                     mixed_precision="bf16"))
+    assert seen == [(torch.bfloat16, 600.0), (torch.bfloat16, 500.0), (torch.bfloat16, 400.0)]

@@ -146,7 +146,10 @@ def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: D
             r.logs[f"original_difference_draft_{k}"] = losses.latent_l2(r.z, r.z_h).detach()
             r.logs.update({f"{name}_draft_{k}": v.detach().float() for name, _, v in terms})
             r.loss = r.loss + loss.detach().float()
-            r.z = z_next.detach()  # 4. the stop-gradient Euler step (float32 under mixed precision)
+            # 4. the stop-gradient Euler step, in the latents' dtype (accelerate hands float32
+            # back under mixed precision): the next step's timestep is rounded as the release's
+            # and inference's are (bf16: 499 -> 500, 399 -> 400)
+            r.z = z_next.detach().to(r.z.dtype)
         u.apply(m.draft, step, f"draft step {k}")  # 5. one update per draft timestep
     return [dict(r.logs, loss=r.loss / len(dr.timestep_draft_list)) for r in rolls]
 
