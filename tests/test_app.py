@@ -303,7 +303,9 @@ def run_clip(page, clip, expect="Restored clip"):
     """Upload ``clip``, press Restore, wait for ``expect`` in the page."""
     shown = page.get_by_text(Path(clip).name, exact=True).first
     for attempt in range(2):  # a file given while the page still loads can go unseen: once more
-        page.locator("#pssr-upload input[type=file]").set_input_files(str(clip))
+        # a loaded machine may attach the upload's input long after the page shows
+        page.locator("#pssr-upload input[type=file]").set_input_files(str(clip),
+                                                                      timeout=120_000)
         try:
             shown.wait_for(timeout=45_000)
             break
