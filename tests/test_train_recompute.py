@@ -142,11 +142,42 @@ def test_a_run_keeps_its_losses_whatever_the_recomputation_and_profiles_a_step(
                 assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-7), (setting, a["step"], k)
 
 
-def test_processes_agree_on_one_process():
+def _agree_in(rank: int, port: int, keeps: list, out) -> None:
+    import torch.distributed as dist
+
+    from Wan_SR.training.recompute import agree
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=len(keeps))
+    try:
+        out.put((rank, agree(keeps[rank], torch.device("cpu"))))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_agree_on_the_fewest_blocks():
+    import socket
+
+    import torch.multiprocessing as mp
+
     from Wan_SR.training.recompute import agree
 
     assert agree({"base": 12, "regulariser": 9}, torch.device("cpu")) == {"base": 12,
                                                                          "regulariser": 9}
+    # two processes; the second ran no regulariser in its first step (a single-frame clip)
+    keeps = [{"base": 12, "regulariser": 9}, {"base": 10}]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_agree_in, args=(r, port, keeps, out)) for r in range(2)]
+    for proc in procs:
+        proc.start()
+    got = dict(out.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join(30)
+    assert got[0] == got[1] == {"base": 10, "regulariser": 9}
 
 
 @pytest.fixture

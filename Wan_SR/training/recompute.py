@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 GIB = 2 ** 30
 AUTO_MARGIN_GIB = 4.0  # of the GPU's memory, left to the CUDA context, NCCL and fragmentation
 SAFETY = 1.15  # a kept block's saved bytes, raised for the allocator's rounding
+NAMES = ("base", "draft", "regulariser")  # the trained DiTs, as the trainers name them
 
 
 class Recompute:
@@ -46,6 +47,7 @@ class Recompute:
 
     def policy(self, name: str, blocks: int) -> Checkpointing:
         """The :class:`Checkpointing` of DiT ``name`` of ``blocks`` blocks."""
+        assert name in NAMES, name
         s = self.setting
         if s == "none":
             return Checkpointing(0)
@@ -85,13 +87,15 @@ class Recompute:
 
 def agree(keep: dict, device) -> dict:
     """``keep`` with each count the smallest over the processes (a collective when several
-    run), so that they all compute alike."""
+    run), so that they all compute alike; a DiT that ran on some processes only in the first
+    step (e.g. the regulariser beside single-frame clips) takes the others' count."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return keep
-    names = sorted(keep)
-    counts = torch.tensor([keep[n] for n in names], dtype=torch.int64, device=device)
+    unknown = 2 ** 62
+    counts = torch.tensor([keep.get(n, unknown) for n in NAMES], dtype=torch.int64,
+                          device=device)
     dist.all_reduce(counts, op=dist.ReduceOp.MIN)
-    return dict(zip(names, counts.tolist()))
+    return {n: c for n, c in zip(NAMES, counts.tolist()) if c != unknown}
 
 
 def keep_blocks(room_gib: float, measured: dict) -> dict:
