@@ -5,11 +5,7 @@ structure; the other options as trainers.py takes them:
 
     python benchmarks/bench_train_draft.py --light --draft_runs "auto+compile:10,auto:10,full:5,release:5"
 """
-import runpy
-import sys
-from pathlib import Path
+from named import run_as
 
 if __name__ == "__main__":
-    sys.argv[0] = str(Path(__file__).resolve().parent / "training" / "trainers.py")
-    sys.argv[1:1] = ["--trainers", "draft"]
-    runpy.run_path(sys.argv[0], run_name="__main__")
+    run_as("training/trainers.py", "--trainers", "draft")

@@ -32,7 +32,7 @@ from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_t
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
 from .models import build_base, build_regulariser, compile_dits
-from .recompute import Recompute
+from .recompute import FULL, Recompute
 from .options import BaseLossOptions, BaseTrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ class BaseStep(torch.nn.Module):
     dtype the step computes it in."""
 
     def __init__(self, base, timeline: FlowTimeline, t_base: float,
-                 recompute: Optional[Recompute] = None):
+                 recompute: Recompute = FULL):
         super().__init__()
         self.base = base  # the training state's keys are base.*
         self.timeline, self.t_base = timeline, t_base
-        self.recompute = recompute or Recompute("full", 0.0, "cpu")
+        self.recompute = recompute
 
     def forward(self, z_l: torch.Tensor, context: torch.Tensor) -> BaseStepOutput:
         ck = self.recompute.policy("base", len(self.base.blocks))
@@ -62,10 +62,10 @@ class RegulariserLoss(torch.nn.Module):
     (detached) base prediction."""
 
     def __init__(self, dit_update, timeline: FlowTimeline,
-                 recompute: Optional[Recompute] = None):
+                 recompute: Recompute = FULL):
         super().__init__()
         self.dit_update, self.timeline = dit_update, timeline
-        self.recompute = recompute or Recompute("full", 0.0, "cpu")
+        self.recompute = recompute
         self.weights = timeline.training_weights()
 
     def forward(self, x0, context, t_value: float, noise, active: bool = True) -> torch.Tensor:

@@ -17,7 +17,6 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -31,7 +30,7 @@ from .build import Inputs, Parts, build_lpips, build_parts
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .models import compile_dits, upcast_trainable
 from .options import DraftOptions, DraftTrainConfig, LossOptions
-from .recompute import Recompute
+from .recompute import FULL, Recompute
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +45,10 @@ class DraftStep(torch.nn.Module):
     (:func:`Wan_SR.sampling.speculative.draft_step`), ``(x0, z_next)``."""
 
     def __init__(self, draft, timeline: FlowTimeline,
-                 recompute: Optional[Recompute] = None):
+                 recompute: Recompute = FULL):
         super().__init__()
         self.draft, self.timeline = draft, timeline
-        self.recompute = recompute or Recompute("full", 0.0, "cpu")
+        self.recompute = recompute
 
     def forward(self, z, cond, context, features, t: float, t_next: float):
         ck = self.recompute.policy("draft", len(self.draft.blocks))

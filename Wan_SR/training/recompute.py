@@ -107,3 +107,6 @@ def keep_blocks(room_gib: float, measured: dict) -> dict:
             per_block = SAFETY * max(saved) / GIB
             keep[name] = 1 + max(0, math.floor(room_gib / per_block))
     return keep
+
+
+FULL = Recompute("full", 0.0, "cpu")  # every block recomputed (the modules' default)
