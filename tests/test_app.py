@@ -311,11 +311,13 @@ def clear_upload(page) -> None:
 
 def run_clip(page, clip, expect="Restored clip"):
     """Upload ``clip``, press Restore, wait for ``expect`` in the page."""
-    shown = page.get_by_text(Path(clip).name, exact=True).first
+    name = Path(clip).name
+    # the component lists the file it holds in a cell labelled with its name (its text is split
+    # in stem and extension; the name as one text shows only while the upload runs)
+    shown = page.locator(f"#pssr-upload [aria-label='{name}']")
+    given = page.locator("#pssr-upload input[type=file]")
     for attempt in range(2):  # a file given while the page still loads can go unseen: once more
-        # a loaded machine may attach the upload's input long after the page shows
-        page.locator("#pssr-upload input[type=file]").set_input_files(str(clip),
-                                                                      timeout=120_000)
+        given.set_input_files(str(clip), timeout=120_000)
         try:
             shown.wait_for(timeout=45_000)
             break
