@@ -50,6 +50,32 @@ def test_background_writer_equals_foreground(tmp_path):
                           video_io.read_video(tmp_path / "True.mp4"))
 
 
+def test_frames_handed_over_as_host_frames_are_written_the_same(tmp_path):
+    import pickle
+
+    import torch
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (6, 32, 48, 3), dtype=np.uint8)
+    host = [video_io.HostFrames(torch.from_numpy(frames[i:i + 3])) for i in (0, 3)]
+    assert host[0].shape == (3, 32, 48, 3) and len(host[1]) == 3
+    assert np.array_equal(pickle.loads(pickle.dumps(host[1])), frames[3:])
+    for background in (False, True):
+        out = tmp_path / f"h{background}.mp4"
+        with video_io.VideoWriter(out, fps=30, size=(48, 32), background=background) as w:
+            for h in host:
+                w.write(h)
+        video_io.write_video(tmp_path / "a.mp4", frames, fps=30)
+        assert np.array_equal(video_io.read_video(out), video_io.read_video(tmp_path / "a.mp4"))
+    with video_io.VideoWriter(tmp_path / "bad.mp4", fps=30, size=(40, 32)) as w:
+        with pytest.raises(ValueError, match="expected uint8 frames"):
+            w.write(host[0])
+        w.write(np.zeros((1, 32, 40, 3), np.uint8))
+    # on the CPU (no copy to wait for) the frames come back as an array either way
+    t = torch.rand(2, 3, 8, 8)
+    assert np.array_equal(video_io.tensor_to_frames(t, wait=False), video_io.tensor_to_frames(t))
+
+
 def test_writer_is_atomic(tmp_path):
     out = tmp_path / "x.mp4"
     with pytest.raises(RuntimeError):

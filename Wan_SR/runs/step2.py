@@ -176,7 +176,7 @@ class FusedSink(WriterSink):
     def render(self, chunk: dict) -> dict:
         with torch.inference_mode():
             fused = fuse_video(chunk["consistent"], chunk["sharp"], **self.fusion_kw)
-        frames = video_io.tensor_to_frames(fused)
+        frames = video_io.tensor_to_frames(fused, wait=False)
         self.made += frames.shape[0]
         return {"fused": frames}
 

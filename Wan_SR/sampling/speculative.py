@@ -65,7 +65,7 @@ def base_step(dit, z_l: torch.Tensor, context: torch.Tensor, timeline: FlowTimel
                            gradient_checkpointing=gradient_checkpointing)
 
     v, feats = _guided(run, cfg_scale, context, negative_context)
-    s = timeline.sigma(t)
+    s = timeline.sigma(timeline.timestep(t_base, dtype=dtype))  # on the host: no wait for the GPU
     s_next = timeline.sigma(timeline.timestep(t_next, dtype=dtype))
     return BaseStepOutput(x0=z_l - s * v, z_next=z_l - (s - s_next) * v, features=feats, v=v)
 
@@ -83,7 +83,7 @@ def draft_step(draft, z: torch.Tensor, cond: torch.Tensor, context: torch.Tensor
                            gradient_checkpointing=gradient_checkpointing)
 
     v, _ = _guided(run, cfg_scale, context, negative_context)
-    s = timeline.sigma(tt)
+    s = timeline.sigma(timeline.timestep(t, dtype=z.dtype))  # on the host: no wait for the GPU
     s_next = timeline.sigma(timeline.timestep(t_next, dtype=z.dtype))
     return z - s * v, z - (s - s_next) * v
 

@@ -16,7 +16,8 @@ is. One module per concept, every public name importable from here
   temporary name and renamed on success), :func:`write_video`, :func:`is_complete_output`;
 - :mod:`.inputs`: what counts as an input (:func:`list_inputs`, :func:`scan_inputs`,
   :func:`is_frame_folder`) and how inputs pair across folders (:func:`stem`);
-- :mod:`.tensors`: :func:`frames_to_tensor`, :func:`tensor_to_frames`.
+- :mod:`.tensors`: :func:`frames_to_tensor`, :func:`tensor_to_frames`, :class:`HostFrames`
+  (frames on their way down from the GPU).
 """
 from fractions import Fraction  # the type of fps_to_rational's result and of a writer's sar
 
@@ -26,10 +27,10 @@ from .inputs import IMAGE_EXTS, VIDEO_EXTS, is_frame_folder, list_frame_files, l
     scan_inputs, stem
 from .probing import DEFAULT_FOLDER_FPS, VideoInfo, fps_to_rational, probe
 from .reader import FrameReader, iter_frames, read_frame, read_video
-from .tensors import frames_to_tensor, tensor_to_frames
+from .tensors import HostFrames, frames_to_tensor, tensor_to_frames
 from .writer import VideoWriter, is_complete_output, quality_to_crf, write_video
 
-__all__ = ["DEFAULT_FOLDER_FPS", "FFmpegCaps", "FrameReader", "IMAGE_EXTS", "VIDEO_EXTS",
+__all__ = ["DEFAULT_FOLDER_FPS", "FFmpegCaps", "FrameReader", "HostFrames", "IMAGE_EXTS", "VIDEO_EXTS",
            "VideoError", "VideoInfo", "VideoWriter", "clear_ffmpeg_cache", "ffmpeg_caps",
            "ffmpeg_exe", "ffmpeg_version", "fps_to_rational", "frames_to_tensor",
            "is_complete_output", "is_frame_folder", "iter_frames", "list_frame_files",

@@ -20,6 +20,7 @@ from ...core.files import partial_name
 from .ffmpeg import VideoError, explain_ffmpeg_error, ffmpeg_exe, passthrough_args, popen, \
     StderrTail
 from .probing import fps_to_rational, probe
+from .tensors import HostFrames
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class VideoWriter:
             if self._error is not None:
                 continue
             try:
-                self._proc.stdin.write(buf)
+                self._proc.stdin.write(_frame_bytes(buf))
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 self._error = e
 
@@ -179,7 +180,7 @@ class VideoWriter:
             self._queue.put(buf)
             return
         try:
-            self._proc.stdin.write(buf)
+            self._proc.stdin.write(_frame_bytes(buf))
         except (BrokenPipeError, OSError) as e:
             self._raise_pipe_error(e)
 
@@ -197,15 +198,20 @@ class VideoWriter:
     def write(self, frames: np.ndarray) -> None:
         if self._closed:
             raise VideoError(f"{self.path}: write after close")
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
+        if not isinstance(frames, HostFrames):  # those are waited for in the writer's thread
+            frames = np.asarray(frames)
+            if frames.ndim == 3:
+                frames = frames[None]
         if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"VideoWriter({self.path.name}): expected uint8 frames of shape "
                              f"(N, {self.height}, {self.width}, 3), got {frames.dtype} "
                              f"{tuple(frames.shape)}")
-        self._write_bytes(np.ascontiguousarray(frames).tobytes())
-        self.frames_written += frames.shape[0]
+        count = frames.shape[0]
+        if isinstance(frames, np.ndarray) and self._queue is not None:
+            # a background writer keeps the array until written (the caller hands it over)
+            frames = np.ascontiguousarray(frames)
+        self._write_bytes(frames)
+        self.frames_written += count
 
     def close(self) -> Path:
         if self._closed:
@@ -253,6 +259,14 @@ class VideoWriter:
         else:
             self.abort()
         return False
+
+
+def _frame_bytes(buf):
+    """What the pipe takes: bytes as they are, frames (an array or :class:`HostFrames`, waited
+    for) as their flat uint8 buffer."""
+    if isinstance(buf, bytes):
+        return buf
+    return np.ascontiguousarray(np.asarray(buf)).reshape(-1)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray], fps: float,
