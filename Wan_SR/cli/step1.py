@@ -135,9 +135,12 @@ def main(argv=None) -> int:
     if loaded is None:
         return 2
     pipe, prompts = loaded
+    from Wan_SR.core.profile import profiled
     try:
-        return exit_status(restore_folder(pipe, cfg.folders.input_dir, cfg.folders.output_dir,
-                                          cfg, inputs=inputs, prompts=prompts))
+        with profiled(cfg.speed.profile, pipe.device):
+            status = restore_folder(pipe, cfg.folders.input_dir, cfg.folders.output_dir, cfg,
+                                    inputs=inputs, prompts=prompts)
+        return exit_status(status)
     except ValueError as e:
         log.error("%s", e)
         return 2

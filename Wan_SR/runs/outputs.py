@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from Wan_SR.core.distributed import current, on_main
 from Wan_SR.core.log import progress
+from Wan_SR.core.profile import span
 from Wan_SR.data import video_io
 from .common import Records
 
@@ -90,9 +91,20 @@ class WriterSink:
         self.bar.set_postfix_str(text)
 
     def write(self, frames: dict) -> None:
-        self.writers.write(frames)
+        with span("write"):  # waits only when a writer's queue is full
+            self.writers.write(frames)
         if self.first in frames:  # each output gets every frame once
             self.bar.update(frames[self.first].shape[0])
 
     def close(self) -> dict:
-        return self._on_writer(self.writers.close) or {}
+        with span("close"):  # the encoders finish their last frames
+            return self._on_writer(self.writers.close) or {}
+
+    def close_or_abort(self) -> dict:
+        """:meth:`close`, outside the ``with`` block (on another thread): on any error every
+        writer is aborted, as leaving the block with the error would."""
+        try:
+            return self.close()
+        except BaseException:
+            self.writers.abort()
+            raise

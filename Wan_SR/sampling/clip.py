@@ -9,6 +9,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 
 from Wan_SR.core.options import WindowOptions
+from Wan_SR.core.profile import WINDOW, mark, span
 from Wan_SR.core.windows import (SpatialAccumulator, TemporalBlender, first_window_touching,
                                  tile_boxes, window_starts)
 
@@ -43,7 +44,9 @@ def iter_pixel_windows(pipe, get_frames: Callable[[int, int], torch.Tensor], num
     blenders = {b: TemporalBlender(starts[first:k1], length) for b in branches}
     for k in range(first, k1):
         s = starts[k]
-        frames = get_frames(s, t_win)
+        mark(WINDOW, str(k))
+        with span("read"):
+            frames = get_frames(s, t_win)
         if len(boxes) == 1:
             window = pipe.run_tile(frames, branches)
             if on_tile:
@@ -58,6 +61,7 @@ def iter_pixel_windows(pipe, get_frames: Callable[[int, int], torch.Tensor], num
                 if on_tile:
                     on_tile(k, len(starts), i, len(boxes))
             window = {b: accs[b].result() for b in branches}
-        done = {b: blenders[b].add(window[b]) for b in branches}
+        with span("blend"):
+            done = {b: blenders[b].add(window[b]) for b in branches}
         if k >= k0:  # the windows before k0 only prepare the blend at the seam
             yield done

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from Wan_SR.core.options import DEFAULT_K_SELECT, SamplingOptions, branch_names
+from Wan_SR.core.profile import span
 from Wan_SR.models.draft import load_draft, select_blocks
-from Wan_SR.models import vae_tiles
+from Wan_SR.models import fp8, vae_tiles
 from Wan_SR.models.lora import load_base_checkpoint
 from Wan_SR.models.offload import BlockStream
 from Wan_SR.models.text import PromptEncoder
@@ -120,6 +121,7 @@ class PSSRPipeline:
         self.vae_tiles = None        # (rows, cols) of the VAE's exact tiles (a memory budget)
         self.streams = {}            # {"base"/"draft": BlockStream} of DiTs streamed from host
         self.memory_plan = None      # the MemoryPlan it works under (None: no budget applied)
+        self.fp8 = False             # the DiTs' linear layers in FP8 (use_fp8)
         self.stats = PipelineStats()
 
     def branch_names(self) -> list[str]:
@@ -148,6 +150,26 @@ class PSSRPipeline:
             compile_blocks(self.draft)
         if compile_vae:
             compile_vae_norms(self.vae)
+        return self
+
+    def use_fp8(self) -> "PSSRPipeline":
+        """FP8 matmuls for the base DiT's and the draft's linear layers
+        (:mod:`Wan_SR.models.fp8`); before :meth:`use_memory_plan` (the weights shrink).
+        ValueError on a GPU without FP8 tensor cores or a torch without float8."""
+        if not fp8.has_fp8():
+            raise ValueError(f"--fp8: this torch ({torch.__version__}) has no float8 matmul; "
+                             "update torch or run without --fp8")
+        if self.device.type == "cuda" and not fp8.gpu_has_fp8(self.device):
+            major, minor = torch.cuda.get_device_capability(self.device)
+            raise ValueError(f"--fp8: {torch.cuda.get_device_name(self.device)} (compute "
+                             f"capability {major}.{minor}) has no FP8 tensor cores (8.9 or newer: "
+                             "RTX 40xx, L4/L40, H100/H200, B200); run without --fp8")
+        if self.device.type != "cuda":
+            log.info("--fp8 on the CPU: the same arithmetic, emulated (slow; for tests)")
+        counts = [fp8.use_fp8(m) for m in (self.base, self.draft)]
+        log.info("--fp8: %d linear layers of the base DiT and %d of the draft in FP8 (e4m3, "
+                 "row-wise scales)", counts[0][0], counts[1][0])
+        self.fp8 = True
         return self
 
     def use_memory_plan(self, plan) -> "PSSRPipeline":
@@ -203,21 +225,23 @@ class PSSRPipeline:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(T,3,H,W) in [0,1] -> latents (1,16,T',H/8,W/8)."""
         self.stats.encodes += 1
-        x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
-        if self.vae_tiles:
-            x = self._memory_format(x).to(next(self.vae.parameters()).dtype)
-            return vae_tiles.encode(self.vae, x, self.vae_tiles).contiguous()
-        return vae_encode(self.vae, self._memory_format(x), fast=self.vae_fast).contiguous()
+        with span("encode"):
+            x = (video.to(self.device, self.dtype) * 2 - 1).permute(1, 0, 2, 3).unsqueeze(0)
+            if self.vae_tiles:
+                x = self._memory_format(x).to(next(self.vae.parameters()).dtype)
+                return vae_tiles.encode(self.vae, x, self.vae_tiles).contiguous()
+            return vae_encode(self.vae, self._memory_format(x), fast=self.vae_fast).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> (T,3,H,W) in [0,1] (float32)."""
         self.stats.decodes += 1
-        if self.vae_tiles:
-            z = self._memory_format(latents).to(next(self.vae.parameters()).dtype)
-            y = vae_tiles.decode(self.vae, z, self.vae_tiles).clamp_(-1, 1)
-        else:
-            y = vae_decode(self.vae, self._memory_format(latents), fast=self.vae_fast)
-        return (y[0].permute(1, 0, 2, 3).float() + 1) / 2
+        with span("decode"):
+            if self.vae_tiles:
+                z = self._memory_format(latents).to(next(self.vae.parameters()).dtype)
+                y = vae_tiles.decode(self.vae, z, self.vae_tiles).clamp_(-1, 1)
+            else:
+                y = vae_decode(self.vae, self._memory_format(latents), fast=self.vae_fast)
+            return (y[0].permute(1, 0, 2, 3).float() + 1) / 2
 
     def encode_streamed(self, chunks: Iterable[torch.Tensor]) -> torch.Tensor:
         """:meth:`encode` of a clip given as chunks (frame 0, then 4 frames at a time; see
@@ -248,16 +272,18 @@ class PSSRPipeline:
         tlist = list(cfg.timestep_draft_list)
         n = len(tlist) if num_draft_steps is None else num_draft_steps
         t_next = tlist[0] if tlist else 0
-        b = base_step(self.base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
-                      t_next=t_next, record_blocks=cfg.record_blocks if n else (),
-                      cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
+        with span("base"):
+            b = base_step(self.base, z_l, self.context, self.timeline, t_base=cfg.timestep_base,
+                          t_next=t_next, record_blocks=cfg.record_blocks if n else (),
+                          cfg_scale=cfg.cfg_scale, negative_context=self.negative_context)
         out = [b.x0]
         if n:
             # steps after the last requested one are skipped: x0_k = z_k - sigma(t_k) v_k does
             # not depend on where step k would move z next
-            x0s, _ = draft_steps(self.draft, b.z_next, z_l, self.context, b.features,
-                                 self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
-                                 negative_context=self.negative_context)
+            with span("draft"):
+                x0s, _ = draft_steps(self.draft, b.z_next, z_l, self.context, b.features,
+                                     self.timeline, tlist[:n], cfg_scale=cfg.cfg_scale,
+                                     negative_context=self.negative_context)
             out += x0s
         return out
 

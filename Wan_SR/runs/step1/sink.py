@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from Wan_SR.core.options import FINAL, FusionOptions, WindowOptions
+from Wan_SR.core.profile import span
 from Wan_SR.data import video_io
 from Wan_SR.fusion.frequency import fuse_video
 from ..common import Records
@@ -33,13 +34,20 @@ class BranchFrames:
         self.made = 0
 
     def render(self, chunk: dict) -> dict:
+        with span("render"):
+            return self._render(chunk)
+
+    def _render(self, chunk: dict) -> dict:
         c = self.clip
-        out = {b: video_io.tensor_to_frames(f) for b, f in chunk.items() if b in c.outputs}
+        # converted on the device; copied down while the next window runs (HostFrames)
+        out = {b: video_io.tensor_to_frames(f, wait=False) for b, f in chunk.items()
+               if b in c.outputs}
         base, last = c.names[0], c.names[-1]
         if FINAL in c.outputs and base in chunk and last in chunk and chunk[base].shape[0]:
-            fused = fuse_video(chunk[base].to(self.device), chunk[last].to(self.device),
-                               **self.fusion_kw)
-            out[FINAL] = video_io.tensor_to_frames(fused)
+            with span("fuse"):
+                fused = fuse_video(chunk[base].to(self.device), chunk[last].to(self.device),
+                                   **self.fusion_kw)
+            out[FINAL] = video_io.tensor_to_frames(fused, wait=False)
         if c.decode[0] in chunk:
             self.made += chunk[c.decode[0]].shape[0]
         return out
@@ -82,4 +90,4 @@ class MemorySink:
             self.parts[o].append(f)
 
     def close(self) -> dict:
-        return {o: np.concatenate(p, 0) for o, p in self.parts.items()}
+        return {o: np.concatenate([np.asarray(f) for f in p], 0) for o, p in self.parts.items()}

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from Wan_SR.core.options import FINAL, Step1Config, WindowOptions
+from Wan_SR.core.profile import WINDOW, mark, span
 from Wan_SR.core.windows import first_window_touching
 from Wan_SR.data import video_io
 from Wan_SR.sampling.clip import iter_pixel_windows, pixel_window_plan
@@ -109,8 +110,10 @@ class PixelWindows(ClipSource):
             self.reader = self.open_reader(chunk=8, prefetch=2 * (self.t_win // 8 + 1))
 
     def _frames(self, start: int, count: int) -> torch.Tensor:
-        x = video_io.frames_to_tensor(self.reader.get(start, count), self.pipe.device)
-        return resize_frames(x, self.clip)
+        with span("decode_input"):
+            frames = self.reader.get(start, count)
+        with span("upload"):
+            return resize_frames(video_io.frames_to_tensor(frames, self.pipe.device), self.clip)
 
 
 def padded_chunks(reader, clip: ClipPlan, device) -> Iterator[torch.Tensor]:
@@ -152,15 +155,18 @@ class LatentWindows(ClipSource):
         pipe, c, note = self.pipe, self.clip, note or (lambda text: None)
         self.reader = self.open_reader(prefetch=4)
         note("encoding")
+        mark(WINDOW, "encode")
         z_l = pipe.encode_streamed(padded_chunks(self.reader, c, pipe.device))
         self.close()
         starts, _, _, boxes, _, _ = latent_windows(z_l.shape, self.windows)
         ticks, n = itertools.count(1), len(starts) * len(boxes)
+        mark(WINDOW, "sample")
         volumes = sample_windows(pipe, z_l, c.decode, self.windows,
                                  on_tile=lambda: note(f"window x tile {next(ticks)}/{n}"))
         del z_l
         for group in decode_groups(c):
             note(f"decoding {', '.join(group)}")
+            mark(WINDOW, "decode " + "+".join(group))
             yield from pipe.decode_streamed({b: volumes.pop(b) for b in group}, c.num_frames,
                                             c.height, c.width)
 
