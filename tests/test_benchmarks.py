@@ -57,14 +57,46 @@ def test_default_result_path_names_folder_device_and_quick():
 def test_e2e_variant_names():
     from benchmarks.inference.e2e import variant
 
-    args, env, compiles = variant("latent_compile_reference_vae")
-    assert args == ["--window_space", "latent", "--compile"]
-    assert env == {"PSSR_VAE": "reference"} and compiles
-    assert variant("pixel_deterministic") == (["--deterministic"], {"PSSR_VAE": "fast"}, False)
+    args, env, mods = variant("latent_compile_reference_vae")
+    assert args == ["--outputs", "final", "--window_space", "latent", "--compile"]
+    assert env == {"PSSR_VAE": "reference"} and mods == ["compile", "reference_vae"]
+    assert variant("pixel_deterministic") == (["--outputs", "final", "--deterministic"],
+                                              {"PSSR_VAE": "fast"}, ["deterministic"])
+    # --final and step 1's default outputs replace --outputs final
+    assert variant("pixel_final_profile")[0] == ["--final"]
+    assert variant("pixel_branches")[0] == []
+    assert variant("latent_fp8")[0] == ["--outputs", "final", "--window_space", "latent",
+                                        "--fp8"]
     with pytest.raises(SystemExit, match="unknown modifier"):
         variant("pixel_fast")
     with pytest.raises(SystemExit, match="starts with"):
         variant("tiles")
+
+
+def test_e2e_summary_keys_from_runs(tmp_path):
+    from benchmarks.inference.e2e import merge_summary, speed, summarize
+
+    log = ("INFO 1: 90 frames at 30 fps in 20.0 s (4.50 frames/s) -> x\n"
+           "INFO 2: 30 frames at 30 fps in 5.0 s (6.00 frames/s) -> x\n"
+           "INFO 3: 30 frames at 30 fps in 5.0 s (6.00 frames/s) -> x\n"
+           "INFO VAE passes: 7 encode(s), 14 decode(s)\n")
+    run = speed(log, 1)
+    assert (run["frames"], run["seconds"], run["encodes"], run["decodes"]) == (150, 30.0, 7, 14)
+    assert run["steady_frames_per_s"] == 6.0  # clips 2 and 3
+    slower = dict(run, seconds=45.0)
+    runs = {"pixel": {"runs": [run]}, "pixel_final": {"runs": [slower]},
+            "latent_fp8": {"runs": [dict(run, profile={"steady": {"gpu_busy": 0.93}})]}}
+    got = summarize(runs, {"latent:latent_fp8": {"mean_db": 41.5}}, "five_clips")
+    assert got == {"final_over_outputs_final": 1.5, "steady_fps_pixel": 6.0,
+                   "steady_fps_latent_fp8": 6.0, "gpu_busy": {"latent_fp8": 0.93},
+                   "fp8_psnr_vs_bf16": {"five_clips": 41.5}}
+    path = tmp_path / "speed.json"
+    merge_summary(path, got)
+    merged = merge_summary(path, {"fp8_psnr_vs_bf16": {"smooth33": 45.0}, "gpu_busy": {
+        "pixel_profile": 0.9}})
+    assert merged["fp8_psnr_vs_bf16"] == {"five_clips": 41.5, "smooth33": 45.0}
+    assert merged["gpu_busy"] == {"latent_fp8": 0.93, "pixel_profile": 0.9}
+    assert json.loads(path.read_text()) == merged
 
 
 def test_trainers_time_ours_beside_the_release_structure(tmp_path):

@@ -162,6 +162,47 @@ def test_corrupt_input_is_reported_and_others_processed(pipe, tmp_path, caplog):
     assert not (out / "base" / "bad.mp4").exists()
 
 
+def test_outputs_close_while_the_next_video_runs_and_a_failed_close_is_reported(
+        pipe, tmp_path, caplog, monkeypatch):
+    import logging
+    import re
+    import threading
+    import time
+
+    from Wan_SR.runs.outputs import OutputWriters
+
+    for name in "abc":
+        make_clip(tmp_path / "in" / f"{name}.mp4", n=5, h=32, w=32)
+    real_close, threads = OutputWriters.close, set()
+
+    def close(self):
+        threads.add(threading.current_thread().name)
+        if self.what == "b":
+            raise video_io.VideoError("b: the encoder died")
+        time.sleep(0.3)  # a slow encoder tail: the next video starts meanwhile
+        return real_close(self)
+
+    monkeypatch.setattr(OutputWriters, "close", close)
+    caplog.set_level(logging.INFO)
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    cfg = step1_config(["base"])
+    cfg.output.sort_files = True
+    rc = restore_folder(pipe, tmp_path / "in", out, cfg)
+    wall = time.perf_counter() - t0
+    assert rc == 1
+    text = "\n".join(r.levelname + " " + r.getMessage() for r in caplog.records)
+    assert "ERROR b: b: the encoder died" in text
+    assert all(t.startswith("pssr-close") for t in threads)
+    for name in "ac":
+        assert video_io.probe(out / "base" / f"{name}.mp4").num_frames == 5
+    assert not (out / "base" / "b.mp4").exists() and not list(out.rglob("*.partial*"))
+    # reported in input order; the seconds of the videos add up to at most the wall time
+    done = re.findall(r"INFO (\w): 5 frames at \S+ fps in ([\d.]+) s", text)
+    assert [n for n, _ in done] == ["a", "c"]
+    assert sum(float(s) for _, s in done) <= wall + 0.1
+
+
 def test_frame_folder_input_upscale_and_audio(pipe, tmp_path):
     import cv2
 

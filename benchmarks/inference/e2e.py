@@ -7,7 +7,19 @@ of the real sizes (written once by the factory into --work); frames/s of each cl
   (``--window_space latent``), with modifiers joined by ``_``: ``compile`` (``--compile``; a
   single clip is then restored twice in one process: the first copy pays the compile, the second
   shows the steady state), ``deterministic`` (``--deterministic``), ``reference_vae``
-  (``PSSR_VAE=reference``). E.g. ``pixel``, ``latent_compile``, ``pixel_deterministic``.
+  (``PSSR_VAE=reference``), ``final`` (``--final``: the four branches and final) or
+  ``branches`` (step 1's default outputs: the four branches) instead of ``--outputs final``,
+  ``fp8`` (``--fp8``), ``fp32`` (``--torch_dtype float32``), ``profile`` (``--profile``: the
+  GPU-busy share and the main thread's phases of the steady state). E.g. ``pixel``,
+  ``latent_compile``, ``pixel_final_profile``, ``latent_fp8``.
+- Per run: frames/s per clip, the steady state (every clip but the first), the VAE passes (the
+  decode count), with ``profile`` the GPU-busy share; ``--psnr A:B,...``: PSNR of variant B's
+  outputs against A's (per output video and the mean); ``--summary_into FILE``: the summary keys
+  these runs give (``final_over_outputs_final``, ``default_over_outputs_final``,
+  ``steady_fps_pixel``, ``steady_fps_latent``, ``steady_fps_latent_fp8``, ``gpu_busy``,
+  ``fp8_psnr_vs_bf16``, ``bf16_psnr_vs_fp32``) merged into FILE (``bench_e2e.py``).
+- ``--smooth N``: the input is one smooth clip of N frames at 1280x720 (the fp8 and bf16 error
+  on content without noise).
 - ``--repeats R``: R one-process runs of each variant; each later run's outputs are compared with
   the first run's (identical, or how far apart).
 - ``--gpus N``: each variant also runs on N processes (torchrun, one per GPU, sharing the GPUs
@@ -25,6 +37,7 @@ of the real sizes (written once by the factory into --work); frames/s of each cl
 """
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import sys
@@ -40,13 +53,17 @@ from benchmarks.common import ROOT, default_device, parse, parser, record, save 
 NAME = "inference/e2e"
 WINDOWS = {"pixel": [], "latent": ["--window_space", "latent"]}
 MODIFIERS = {"compile": (["--compile"], {}), "deterministic": (["--deterministic"], {}),
-             "reference_vae": ([], {"PSSR_VAE": "reference"})}
+             "reference_vae": ([], {"PSSR_VAE": "reference"}),
+             "final": (["--final"], {}), "branches": ([], {}), "fp8": (["--fp8"], {}),
+             "fp32": (["--torch_dtype", "float32"], {}), "profile": ([], {})}
+OUTPUTS = {"final": [], "branches": []}  # these choose the outputs; else --outputs final
 CLIP_LINE = re.compile(r"(\S+): (\d+) frames at \S+ fps in ([\d.]+) s \(([\d.]+) frames/s\)")
 ALL_LINE = re.compile(r"all \d+ processes: (\d+) frames in ([\d.]+) s")
+VAE_LINE = re.compile(r"VAE passes: (\d+) encode\(s\), (\d+) decode\(s\)")
 
 
-def variant(name: str) -> tuple[list, dict, bool]:
-    """``(arguments, environment, compiles)`` of a variant name (module docstring)."""
+def variant(name: str) -> tuple[list, dict, list]:
+    """``(arguments, environment, modifiers)`` of a variant name (module docstring)."""
     space, _, rest = name.partition("_")
     if space not in WINDOWS:
         raise SystemExit(f"variant {name!r}: starts with one of {sorted(WINDOWS)}")
@@ -60,7 +77,9 @@ def variant(name: str) -> tuple[list, dict, bool]:
         env.update(MODIFIERS[mod][1])
         mods.append(mod)
         rest = rest[len(mod) + 1:]
-    return extra, env, "compile" in mods
+    if not any(m in OUTPUTS for m in mods):
+        extra = ["--outputs", "final", *extra]
+    return extra, env, mods
 
 
 def speed(text: str, processes: int) -> dict:
@@ -70,8 +89,14 @@ def speed(text: str, processes: int) -> dict:
     m = ALL_LINE.search(text) if processes > 1 else None
     frames = int(m.group(1)) if m else sum(c["frames"] for c in clips)
     secs = float(m.group(2)) if m else sum(c["seconds"] for c in clips)
+    later = clips[1:] or clips
+    steady_s = sum(c["seconds"] for c in later)
+    vae = VAE_LINE.search(text)
     return {"clips": clips, "frames": frames, "seconds": secs,
-            "frames_per_s": frames / secs if secs else 0.0}
+            "frames_per_s": frames / secs if secs else 0.0,
+            "steady_frames_per_s": sum(c["frames"] for c in later) / steady_s if steady_s else 0.0,
+            "encodes": int(vae.group(1)) if vae else None,
+            "decodes": int(vae.group(2)) if vae else None}
 
 
 def same_outputs(a: Path, b: Path) -> dict:
@@ -93,11 +118,35 @@ def same_outputs(a: Path, b: Path) -> dict:
     return res
 
 
+def psnr_outputs(a: Path, b: Path) -> dict:
+    """PSNR (dB, 8-bit, over all frames) of each output video of ``b`` against ``a``'s, and
+    their mean."""
+    res = {}
+    for f in sorted(a.rglob("*.mp4")):
+        g = b / f.relative_to(a)
+        if g.exists():
+            x, y = ws.read_video(f).astype(np.float64), ws.read_video(g).astype(np.float64)
+            mse = float(((x - y) ** 2).mean()) if x.shape == y.shape else None
+            res[str(f.relative_to(a))] = (None if mse is None else
+                                          float("inf") if mse == 0 else
+                                          10 * np.log10(255.0 ** 2 / mse))
+    vals = [v for v in res.values() if v is not None and np.isfinite(v)]
+    return {"per_output": res, "mean_db": float(np.mean(vals)) if vals else None}
+
+
+def profile_summary(path: Path) -> dict:
+    """The steady state and the per-clip sums of a ``--profile`` file."""
+    if not path.exists():
+        return {"missing": str(path)}
+    d = json.loads(path.read_text())
+    return {"steady": d["steady"], "clips": d["clips"], "file": str(path)}
+
+
 def step1(launch: Launch, processes: int, src: Path, dst: Path, quick: bool, extra: list,
           env: dict) -> dict:
     """One run of step 1 on ``src`` into a fresh ``dst``: its speed and exit."""
     script = [ROOT / "inference_step_1.py", "--input_dir", src, "--output_dir", fresh(dst),
-              "--outputs", "final", "--sort_files", "--no_progress",
+              "--sort_files", "--no_progress",
               "--wan_model_dir", launch.wan_dir, "--lora_base_path", launch.base_checkpoint,
               "--lora_draft_path", launch.draft_checkpoint, *extra]
     if quick:
@@ -108,10 +157,71 @@ def step1(launch: Launch, processes: int, src: Path, dst: Path, quick: bool, ext
     return out
 
 
+def smooth_clip(path: Path, frames: int, height: int, width: int) -> Path:
+    """A smooth moving clip (broad colour waves, no noise) of ``frames`` frames."""
+    if not path.exists():
+        t = np.arange(frames)[:, None, None]
+        y = np.linspace(0, 1, height)[None, :, None]
+        x = np.linspace(0, 1, width)[None, None, :]
+        rgb = [0.5 + 0.4 * np.sin(2 * np.pi * (x * 1.5 + 0.02 * t) + k) *
+               np.cos(2 * np.pi * (y - 0.01 * t) + k / 2) for k in range(3)]
+        clip = (np.stack(np.broadcast_arrays(*rgb), -1) * 255).round().astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ws.write_video(path, clip, fps=30)
+    return path
+
+
+SUMMARY_RUNS = {"final_over_outputs_final": ("pixel", "pixel_final"),
+                "default_over_outputs_final": ("pixel", "pixel_branches")}
+STEADY = {"steady_fps_pixel": "pixel", "steady_fps_latent": "latent",
+          "steady_fps_latent_fp8": "latent_fp8"}
+PSNR_KEYS = {"fp8_psnr_vs_bf16": ("latent", "latent_fp8"),
+             "bf16_psnr_vs_fp32": ("latent_fp32", "latent")}
+
+
+def summarize(runs: dict, psnr: dict, label: str) -> dict:
+    """The summary keys (module docstring) these runs give: time ratios over the five clips'
+    seconds (model loading excluded), steady frames/s, the profiled runs' GPU-busy share, and
+    the PSNR pairs (under ``label``: the input they were measured on)."""
+    first = {name: v["runs"][0] for name, v in runs.items()}
+    out: dict = {}
+    for key, (a, b) in SUMMARY_RUNS.items():
+        if a in first and b in first and first[a]["seconds"]:
+            out[key] = first[b]["seconds"] / first[a]["seconds"]
+    for key, name in STEADY.items():
+        if name in first:
+            out[key] = first[name]["steady_frames_per_s"]
+    busy = {name: r["profile"]["steady"]["gpu_busy"] for name, r in first.items()
+            if "steady" in r.get("profile", {})}
+    if busy:
+        out["gpu_busy"] = busy
+    for key, pair in PSNR_KEYS.items():
+        got = psnr.get(":".join(pair))
+        if got is not None:
+            out[key] = {label: got["mean_db"]}
+    return out
+
+
+def merge_summary(path: Path, new: dict) -> dict:
+    """``new`` merged into the summary JSON at ``path`` (dict values merged one level)."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    for k, v in new.items():
+        old[k] = dict(old.get(k) or {}, **v) if isinstance(v, dict) and isinstance(
+            old.get(k), dict) else v
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps(old, indent=2) + "\n")
+    tmp.replace(path)
+    return old
+
+
 def inputs(args, work: Path) -> dict:
     """Input folders by the copies of each clip they hold (1, or 2 for compile variants)."""
     src = Path(args.input_dir).resolve()
-    if args.quick:
+    if args.smooth:
+        clip = smooth_clip(work / "smooth" / f"smooth{args.smooth}.mp4", args.smooth,
+                           *((90, 160) if args.quick else (720, 1280)))
+    elif args.quick:
         clip = clip_from_folder(src, work / "quick" / "clip9.mp4", frames=9, stride=8)
     elif args.concat is not None:
         clip = clip_from_folder(src, work / "concat" / f"clip{args.concat or 'all'}.mp4",
@@ -135,11 +245,17 @@ def inputs(args, work: Path) -> dict:
 def run_variant(name: str, launch: Launch, folders: dict, args) -> dict:
     """--repeats one-process runs of a variant (later ones compared with the first) and, with
     --gpus N, one run on N processes compared with the first."""
-    extra, env, compiles = variant(name)
+    extra, env, mods = variant(name)
     extra += ["--split", args.split] if args.split else []
-    src = folders[2 if compiles else 1]
+    src = folders[2 if "compile" in mods else 1]
     dst = [launch.work / f"out_{name}_1p_{k}" for k in range(args.repeats)]
-    runs = [step1(launch, 1, src, d, args.quick, extra, env) for d in dst]
+    runs = []
+    for d in dst:
+        prof = launch.work / f"{d.name}_profile.json"
+        runs.append(step1(launch, 1, src, d, args.quick,
+                          extra + (["--profile", prof] if "profile" in mods else []), env))
+        if "profile" in mods:
+            runs[-1]["profile"] = profile_summary(prof)
     out = {"args": " ".join(extra), "env": env, "runs": runs,
            "against_first": [same_outputs(dst[0], d) for d in dst[1:]]}
     if args.gpus > 1:
@@ -167,12 +283,34 @@ def main(argv=None):
                    help="step 1's --split (default: its own)")
     p.add_argument("--work", default="/tmp/pssr_e2e",
                    help="random checkpoints, kernel caches, inputs and outputs")
+    p.add_argument("--smooth", type=int, default=None,
+                   help="one smooth 1280x720 clip of N frames instead of --input_dir's clips")
+    p.add_argument("--psnr", default="",
+                   help="A:B,... PSNR of variant B's outputs against variant A's")
+    p.add_argument("--summary_into", default=None,
+                   help="merge the summary keys of these runs into this JSON file")
     args = parse(p, argv)
     launch = prepare(args.work, args.quick, args.light)
     folders = inputs(args, launch.work)
     res = record(args, "cpu" if args.quick else default_device())
-    res["runs"] = {name: run_variant(name, launch, folders, args)
-                   for name in args.variants.split(",")}
+    res["runs"] = {}
+    for name in args.variants.split(","):
+        res["runs"][name] = run_variant(name, launch, folders, args)
+        save(res, args, NAME)  # kept when a later variant fails or time runs out
+    res["psnr"] = {}
+    for pair in filter(None, args.psnr.split(",")):
+        a, b = pair.split(":")
+        res["psnr"][pair] = psnr_outputs(launch.work / f"out_{a}_1p_0",
+                                         launch.work / f"out_{b}_1p_0")
+    label = f"smooth{args.smooth}" if args.smooth else "quick" if args.quick else \
+        Path(args.clip).stem if args.clip \
+        else f"concat{args.concat}" if args.concat is not None else "five_clips"
+    res["summary"] = summarize(res["runs"], res["psnr"], label)
+    if args.summary_into:
+        merged = merge_summary(Path(args.summary_into), dict(
+            res["summary"], env=res["env"], git=res["git"],
+            sources={label: res["command"]}))
+        res["summary_file"] = {"path": args.summary_into, "content": merged}
     return save(res, args, NAME)
 
 

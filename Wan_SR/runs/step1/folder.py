@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from Wan_SR.core.log import progress
 from Wan_SR.core.options import Step1Config
+from Wan_SR.core.profile import CLIP, mark
 from Wan_SR.data import video_io
 from Wan_SR.models.tagger import ClipPrompts
 from ..common import Records, Summary, end_run, output_names, start_run
@@ -46,7 +48,8 @@ def prompt_clip(pipe, prompts: ClipPrompts, name: str, num_frames: int, read_fra
 def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                   records: Optional[Records] = None, name: Optional[str] = None,
                   prompts: Optional[ClipPrompts] = None, together: bool = False,
-                  show_progress: bool = True) -> tuple[dict, int]:
+                  show_progress: bool = True,
+                  closer: Optional[Callable[[Callable], Future]] = None) -> tuple[dict, int]:
     """Restore one video (file or frame folder) to ``<output_dir>/<output>/<name>.mp4``
     (``name``: default the input's base name), each output with its record (``records``:
     default this run's settings). ``together``: every process calls this for the same video
@@ -54,7 +57,9 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
     are the frames one process writes.
 
     Returns ({output: path} written here, frames this process made); raises (on every process,
-    with ``together``) when anything failed, leaving no partial output."""
+    with ``together``) when anything failed, leaving no partial output. ``closer``: given the
+    function that closes the outputs (the encoders' last frames, the records), runs it, e.g. on
+    a thread while the next video starts; the first value returned is then its Future."""
     prompts = run_prompts(pipe, cfg, prompts)
     records = records or Records(SCRIPT, record_settings(cfg, pipe, prompts))
 
@@ -62,6 +67,7 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                                      info, name), together)
     if job is None:
         return {}, 0
+    mark(CLIP, job.name)
     info = job.info
     prompt_clip(pipe, prompts, job.name, info.num_frames,
                 lambda i: video_io.read_frame(info.path, i, info=info), together)
@@ -69,6 +75,8 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
             VideoSink(job, cfg.windows, cfg.fusion, cfg.output.save_quality, records,
                       pipe.device, together, show_progress) as sink:
         deliver(source, sink, together)
+        if closer is not None and not together:
+            return closer(sink.close_or_abort), sink.frames.made
         return sink.close(), sink.frames.made
 
 
@@ -96,22 +104,23 @@ def restore_folder(pipe, input_dir, output_dir, cfg: Step1Config, inputs=None,
                        can_split=cfg.step1.window_space == "pixel")
     summary = Summary("step 1")
     jobs = share.jobs()
-    for path, together in progress(jobs, desc="videos", unit="video", leave=True) \
-            if len(jobs) > 1 else jobs:
-        report, name = reporter(summary, together), names[Path(path)]
-        try:
-            info = share.info(path)
-            t0 = time.perf_counter()
-            out, made = restore_video(pipe, path, output_dir, cfg, info=info, records=records,
-                                      name=name, prompts=prompts, together=together)
-            secs = time.perf_counter() - t0
-        except (video_io.VideoError, RuntimeError, ValueError, OSError) as e:
-            report.fail(name, out_of_memory_hint(e, pipe))
-            continue
-        if out or together:
-            summary.made(made, secs)
-        report_video(report, name, info, out, secs)
+    with Closing(pipe) as closing_videos:
+        for path, together in progress(jobs, desc="videos", unit="video", leave=True) \
+                if len(jobs) > 1 else jobs:
+            report, name = reporter(summary, together), names[Path(path)]
+            try:
+                info = share.info(path)
+                t0 = time.perf_counter()
+                out, made = restore_video(pipe, path, output_dir, cfg, info=info,
+                                          records=records, name=name, prompts=prompts,
+                                          together=together, closer=closing_videos.submit)
+            except ERRORS as e:
+                report.fail(name, out_of_memory_hint(e, pipe))
+                continue
+            closing_videos.add(report, summary, name, info, out, made, t0, together)
     prompts.log_cost()
+    if pipe.stats.encodes:
+        log.info("VAE passes: %d encode(s), %d decode(s)", pipe.stats.encodes, pipe.stats.decodes)
     if pipe.streams and pipe.stats.encodes:
         log.info("DiT weights streamed from host memory: %.2f GiB (%.2f GiB per window tile)",
                  pipe.streamed_bytes() / 2 ** 30,
@@ -120,6 +129,63 @@ def restore_folder(pipe, input_dir, output_dir, cfg: Step1Config, inputs=None,
     status = finish(summary, time.perf_counter() - t_run)
     end_run(output_dir, records, status)
     return status
+
+
+ERRORS = (video_io.VideoError, RuntimeError, ValueError, OSError)
+
+
+class Closing:
+    """The videos whose outputs are being closed (the encoders' last frames, the records) on a
+    thread of their own while the next video runs, reported in input order as they finish.
+
+    A video's seconds run from its start, or from the end of the video before if that ended
+    later, to the end of its outputs: the seconds of a run's videos add up to its wall time."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pssr-close")
+        self.pending: list = []
+        self.last_end = 0.0
+
+    def submit(self, close: Callable) -> Future:
+        def timed():
+            return close(), time.perf_counter()
+        return self.pool.submit(timed)
+
+    def add(self, report, summary, name, info, out, made, t0, together) -> None:
+        """One restored video: ``out`` its outputs, or the Future of their close."""
+        if not isinstance(out, Future):
+            done = Future()
+            done.set_result((out, time.perf_counter()))
+            out = done
+        self.pending.append((report, summary, name, info, out, made, t0, together))
+        self.settle(wait=False)
+
+    def settle(self, wait: bool) -> None:
+        """Report the videos whose outputs are closed, in order (all of them with ``wait``)."""
+        while self.pending and (wait or self.pending[0][4].done()):
+            report, summary, name, info, future, made, t0, together = self.pending.pop(0)
+            try:
+                out, end = future.result()
+            except ERRORS as e:
+                report.fail(name, out_of_memory_hint(e, self.pipe))
+                continue
+            secs = end - max(t0, self.last_end)
+            self.last_end = end
+            if out or together:
+                summary.made(made, secs)
+            report_video(report, name, info, out, secs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if exc_type is None:
+                self.settle(wait=True)
+        finally:
+            self.pool.shutdown(wait=True)
+        return False
 
 
 def report_video(report: Summary, name: str, info, out: dict, secs: float) -> None:

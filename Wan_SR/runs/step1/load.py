@@ -48,6 +48,8 @@ def load_models(cfg: Step1Config, files, largest: Optional[tuple] = None
         dtype=dtype, num_heads=m.num_heads, attention=speed.attention, text=text)
     if tagger is None:
         text.release()
+    if speed.fp8:
+        pipe.use_fp8()
     prompts = ClipPrompts(s.prompt, tagger, text if tagger is not None else None, seed=s.seed)
     if device.type == "cuda":
         plan = memory_plan(cfg, pipe, tagger, largest, budget)
