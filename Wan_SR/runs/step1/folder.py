@@ -49,7 +49,8 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                   records: Optional[Records] = None, name: Optional[str] = None,
                   prompts: Optional[ClipPrompts] = None, together: bool = False,
                   show_progress: bool = True,
-                  closer: Optional[Callable[[Callable], Future]] = None) -> tuple[dict, int]:
+                  closer: Optional[Callable[[Callable], Future]] = None,
+                  before_open: Optional[Callable[[], None]] = None) -> tuple[dict, int]:
     """Restore one video (file or frame folder) to ``<output_dir>/<output>/<name>.mp4``
     (``name``: default the input's base name), each output with its record (``records``:
     default this run's settings). ``together``: every process calls this for the same video
@@ -59,7 +60,9 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
     Returns ({output: path} written here, frames this process made); raises (on every process,
     with ``together``) when anything failed, leaving no partial output. ``closer``: given the
     function that closes the outputs (the encoders' last frames, the records), runs it, e.g. on
-    a thread while the next video starts; the first value returned is then its Future."""
+    a thread while the next video starts; the first value returned is then its Future.
+    ``before_open``: called before this video's writers open (at its first frames): waits for
+    the video before to be closed."""
     prompts = run_prompts(pipe, cfg, prompts)
     records = records or Records(SCRIPT, record_settings(cfg, pipe, prompts))
 
@@ -73,7 +76,7 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                 lambda i: video_io.read_frame(info.path, i, info=info), together)
     with closing(open_source(pipe, job, cfg, together)) as source, \
             VideoSink(job, cfg.windows, cfg.fusion, cfg.output.save_quality, records,
-                      pipe.device, together, show_progress) as sink:
+                      pipe.device, together, show_progress, before_open) as sink:
         deliver(source, sink, together)
         if closer is not None and not together:
             return closer(sink.close_or_abort), sink.frames.made
@@ -113,7 +116,8 @@ def restore_folder(pipe, input_dir, output_dir, cfg: Step1Config, inputs=None,
                 t0 = time.perf_counter()
                 out, made = restore_video(pipe, path, output_dir, cfg, info=info,
                                           records=records, name=name, prompts=prompts,
-                                          together=together, closer=closing_videos.submit)
+                                          together=together, closer=closing_videos.submit,
+                                          before_open=closing_videos.settle_all)
             except ERRORS as e:
                 report.fail(name, out_of_memory_hint(e, pipe))
                 continue
@@ -136,7 +140,8 @@ ERRORS = (video_io.VideoError, RuntimeError, ValueError, OSError)
 
 class Closing:
     """The videos whose outputs are being closed (the encoders' last frames, the records) on a
-    thread of their own while the next video runs, reported in input order as they finish.
+    thread of their own while the next video starts (its writers open at its first frames, once
+    the video before is closed), reported in input order as they finish.
 
     A video's seconds run from its start, or from the end of the video before if that ended
     later, to the end of its outputs: the seconds of a run's videos add up to its wall time."""
@@ -175,6 +180,9 @@ class Closing:
             if out or together:
                 summary.made(made, secs)
             report_video(report, name, info, out, secs)
+
+    def settle_all(self) -> None:
+        self.settle(wait=True)
 
     def __enter__(self):
         return self
