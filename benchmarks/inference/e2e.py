@@ -215,6 +215,16 @@ def merge_summary(path: Path, new: dict) -> dict:
     return old
 
 
+def summary_so_far(res: dict, args, label: str) -> None:
+    """The summary of the runs so far, saved (and merged into --summary_into)."""
+    res["summary"] = summarize(res["runs"], res["psnr"], label)
+    if args.summary_into:
+        merged = merge_summary(Path(args.summary_into), dict(
+            res["summary"], env=res["env"], git=res["git"], sources={label: res["command"]}))
+        res["summary_file"] = {"path": args.summary_into, "content": merged}
+    save(res, args, NAME)
+
+
 def inputs(args, work: Path) -> dict:
     """Input folders by the copies of each clip they hold (1, or 2 for compile variants)."""
     src = Path(args.input_dir).resolve()
@@ -293,24 +303,18 @@ def main(argv=None):
     launch = prepare(args.work, args.quick, args.light)
     folders = inputs(args, launch.work)
     res = record(args, "cpu" if args.quick else default_device())
-    res["runs"] = {}
+    res["runs"], res["psnr"] = {}, {}
+    label = f"smooth{args.smooth}" if args.smooth else "quick" if args.quick else \
+        Path(args.clip).stem if args.clip \
+        else f"concat{args.concat}" if args.concat is not None else "five_clips"
     for name in args.variants.split(","):
         res["runs"][name] = run_variant(name, launch, folders, args)
-        save(res, args, NAME)  # kept when a later variant fails or time runs out
-    res["psnr"] = {}
+        summary_so_far(res, args, label)  # kept when a later variant fails or time runs out
     for pair in filter(None, args.psnr.split(",")):
         a, b = pair.split(":")
         res["psnr"][pair] = psnr_outputs(launch.work / f"out_{a}_1p_0",
                                          launch.work / f"out_{b}_1p_0")
-    label = f"smooth{args.smooth}" if args.smooth else "quick" if args.quick else \
-        Path(args.clip).stem if args.clip \
-        else f"concat{args.concat}" if args.concat is not None else "five_clips"
-    res["summary"] = summarize(res["runs"], res["psnr"], label)
-    if args.summary_into:
-        merged = merge_summary(Path(args.summary_into), dict(
-            res["summary"], env=res["env"], git=res["git"],
-            sources={label: res["command"]}))
-        res["summary_file"] = {"path": args.summary_into, "content": merged}
+    summary_so_far(res, args, label)
     return save(res, args, NAME)
 
 
