@@ -229,7 +229,7 @@ def inputs(args, work: Path) -> dict:
     """Input folders by the copies of each clip they hold (1, or 2 for compile variants)."""
     src = Path(args.input_dir).resolve()
     if args.smooth:
-        clip = smooth_clip(work / "smooth" / f"smooth{args.smooth}.mp4", args.smooth,
+        clip = smooth_clip(work.resolve() / "smooth" / f"smooth{args.smooth}.mp4", args.smooth,
                            *((90, 160) if args.quick else (720, 1280)))
     elif args.quick:
         clip = clip_from_folder(src, work / "quick" / "clip9.mp4", frames=9, stride=8)
@@ -246,8 +246,10 @@ def inputs(args, work: Path) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         for k in range(copies):
             link = folder / f"{clip.stem}_{k}{clip.suffix}"
+            if link.is_symlink() and not link.exists():
+                link.unlink()  # broken (its target moved)
             if not link.exists():
-                link.symlink_to(clip)
+                link.symlink_to(clip.resolve())
         folders[copies] = folder
     return folders
 
