@@ -73,17 +73,24 @@ def test_check_notes_existing_outputs_it_sends_back(tmp_path):
     assert records.redone == {str(tmp_path / "old.mp4"): common.OTHER_SETTINGS}
 
 
-def test_a_rewrite_removes_the_old_record_before_it_starts(tmp_path):
-    """Between open and close nothing vouches for the old file: a run killed (here: a writer
-    aborted) while rewriting leaves the old output without a record, so it is redone."""
+def test_a_rewrite_keeps_the_old_record_until_the_new_file_replaces_the_output(tmp_path):
+    """While a new file is written under its temporary name the old output is untouched and its
+    record still vouches for it: a run killed (here: a writer aborted) while rewriting leaves
+    the old output valid for its own settings. The record goes when the new file's writer
+    closes and the new one follows the replacement."""
     a, b = Records("s", A), Records("s", B)
     out = write(a, tmp_path / "x.mp4")
+    old = out.read_bytes()
     writer = b.open_writer(out, fps=25, size=(16, 16))
-    assert not record_path(out).exists()
+    assert record_path(out).exists()
     writer.write(frames(2))
     writer.abort()
-    assert out.is_file() and not record_path(out).exists()
-    assert output_state(out, 4, a.digest) == common.NO_RECORD
+    assert out.read_bytes() == old and output_state(out, 4, a.digest) is None
+    assert output_state(out, 4, b.digest) == common.OTHER_SETTINGS
+    writer = b.open_writer(out, fps=25, size=(16, 16))
+    writer.write(frames(4))
+    b.close_writer(writer)
+    assert output_state(out, 4, b.digest) is None
 
 
 def test_clean_stale_partials_removes_orphan_records_and_dead_partials(tmp_path):

@@ -128,10 +128,12 @@ def output_state(output, frames: int, digest: str) -> Optional[str]:
 class Records:
     """The records one run writes beside its outputs, and how it judges an existing output.
 
-    An output's record is removed before the output is (re)written (:meth:`open_writer`) and
-    written atomically right after the output is renamed into place (:meth:`close_writer`):
-    an output with a record is complete and was made with the recorded settings, whatever
-    killed a run at whatever moment. ``redone``: {output: why} of the existing outputs
+    An output's record is removed when the writer of its new file closes (the encoder's last
+    frames, then the new file replaces the output) and written atomically right after
+    (:meth:`close_writer`): an output with a record is complete and was
+    made with the recorded settings, whatever killed a run at whatever moment. While a new file
+    is written under its temporary name the old output is untouched and its record (size and
+    SHA-256 of that very file) still vouches for it. ``redone``: {output: why} of the existing outputs
     :meth:`check` sent back to be made again."""
     script: str
     settings: dict
@@ -154,13 +156,14 @@ class Records:
         return why
 
     def open_writer(self, path, **writer_kw):
-        """A :class:`~Wan_SR.data.video_io.VideoWriter` for ``path``, once the old record of
-        ``path`` is gone (until the new file is complete, nothing vouches for the old one)."""
-        record_path(path).unlink(missing_ok=True)
+        """A :class:`~Wan_SR.data.video_io.VideoWriter` for ``path`` (writing under a temporary
+        name: the old output and its record stay valid until :meth:`close_writer`)."""
         return VideoWriter(path, **writer_kw)
 
     def close_writer(self, writer) -> Path:
-        """Close ``writer`` (its file appears under its name), then record the file."""
+        """Drop the old record, close ``writer`` (its file replaces the old output), then record
+        the new file."""
+        record_path(writer.path).unlink(missing_ok=True)
         path = writer.close()
         write_json_atomic(record_path(path), {
             "output": path.name, "frames": writer.frames_written, "size": path.stat().st_size,

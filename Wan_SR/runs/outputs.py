@@ -57,14 +57,11 @@ class WriterSink:
     Subclasses give :meth:`render` (chunk -> {key: uint8 frames}).
 
     ``together``: every process makes and renders parts of this video; the main process opens,
-    writes and closes (an error there is raised on every process). ``before_open`` (one
-    process): the writers open at the first frames, once it has returned (the outputs of the
-    video before are closed: their old files' records are not dropped while they still count)."""
+    writes and closes (an error there is raised on every process)."""
 
     def __init__(self, writers: OutputWriters, together: bool = False,
-                 show_progress: bool = True, before_open=None):
+                 show_progress: bool = True):
         self.writers, self.together = writers, together
-        self.before_open = None if together else before_open
         self.first = next(iter(writers.paths))
         self.bar = progress(enabled=show_progress and (not together or current().is_main),
                             total=writers.num_frames, desc=writers.what, unit="frame")
@@ -73,8 +70,6 @@ class WriterSink:
         raise NotImplementedError
 
     def __enter__(self):
-        if self.before_open is not None:
-            return self
         try:
             self._on_writer(self.writers.open)
         except BaseException:
@@ -82,11 +77,6 @@ class WriterSink:
             raise
         return self
 
-    def _open_late(self) -> None:
-        if self.before_open is not None:
-            wait, self.before_open = self.before_open, None
-            wait()
-            self.writers.open()
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
@@ -102,14 +92,12 @@ class WriterSink:
         self.bar.set_postfix_str(text)
 
     def write(self, frames: dict) -> None:
-        self._open_late()
         with span("write"):  # waits only when a writer's queue is full
             self.writers.write(frames)
         if self.first in frames:  # each output gets every frame once
             self.bar.update(frames[self.first].shape[0])
 
     def close(self) -> dict:
-        self._open_late()
         with span("close"):  # the encoders finish their last frames
             return self._on_writer(self.writers.close) or {}
 

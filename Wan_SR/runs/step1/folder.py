@@ -49,8 +49,7 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                   records: Optional[Records] = None, name: Optional[str] = None,
                   prompts: Optional[ClipPrompts] = None, together: bool = False,
                   show_progress: bool = True,
-                  closer: Optional[Callable[[Callable], Future]] = None,
-                  before_open: Optional[Callable[[], None]] = None) -> tuple[dict, int]:
+                  closer: Optional[Callable[[Callable], Future]] = None) -> tuple[dict, int]:
     """Restore one video (file or frame folder) to ``<output_dir>/<output>/<name>.mp4``
     (``name``: default the input's base name), each output with its record (``records``:
     default this run's settings). ``together``: every process calls this for the same video
@@ -60,9 +59,7 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
     Returns ({output: path} written here, frames this process made); raises (on every process,
     with ``together``) when anything failed, leaving no partial output. ``closer``: given the
     function that closes the outputs (the encoders' last frames, the records), runs it, e.g. on
-    a thread while the next video starts; the first value returned is then its Future.
-    ``before_open``: called before this video's writers open (at its first frames): waits for
-    the video before to be closed."""
+    a thread while the next video starts; the first value returned is then its Future."""
     prompts = run_prompts(pipe, cfg, prompts)
     records = records or Records(SCRIPT, record_settings(cfg, pipe, prompts))
 
@@ -76,7 +73,7 @@ def restore_video(pipe, in_path, output_dir, cfg: Step1Config, *, info=None,
                 lambda i: video_io.read_frame(info.path, i, info=info), together)
     with closing(open_source(pipe, job, cfg, together)) as source, \
             VideoSink(job, cfg.windows, cfg.fusion, cfg.output.save_quality, records,
-                      pipe.device, together, show_progress, before_open) as sink:
+                      pipe.device, together, show_progress) as sink:
         deliver(source, sink, together)
         if closer is not None and not together:
             return closer(sink.close_or_abort), sink.frames.made
@@ -116,8 +113,7 @@ def restore_folder(pipe, input_dir, output_dir, cfg: Step1Config, inputs=None,
                 t0 = time.perf_counter()
                 out, made = restore_video(pipe, path, output_dir, cfg, info=info,
                                           records=records, name=name, prompts=prompts,
-                                          together=together, closer=closing_videos.submit,
-                                          before_open=closing_videos.settle_all)
+                                          together=together, closer=closing_videos.submit)
             except ERRORS as e:
                 report.fail(name, out_of_memory_hint(e, pipe))
                 continue
@@ -140,8 +136,9 @@ ERRORS = (video_io.VideoError, RuntimeError, ValueError, OSError)
 
 class Closing:
     """The videos whose outputs are being closed (the encoders' last frames, the records) on a
-    thread of their own while the next video starts (its writers open at its first frames, once
-    the video before is closed), reported in input order as they finish.
+    thread of their own while the next video runs, reported in input order as they finish. At
+    most one video waits for its close: a video that is done waits for the close of the one
+    before (its encoders have had a whole video's time to finish).
 
     A video's seconds run from its start, or from the end of the video before if that ended
     later, to the end of its outputs: the seconds of a run's videos add up to its wall time."""
@@ -164,11 +161,12 @@ class Closing:
             done.set_result((out, time.perf_counter()))
             out = done
         self.pending.append((report, summary, name, info, out, made, t0, together))
-        self.settle(wait=False)
+        self.settle(keep=1)
 
-    def settle(self, wait: bool) -> None:
-        """Report the videos whose outputs are closed, in order (all of them with ``wait``)."""
-        while self.pending and (wait or self.pending[0][4].done()):
+    def settle(self, keep: int = 0) -> None:
+        """Report the videos whose outputs are closed, in order, waiting while more than
+        ``keep`` are pending."""
+        while self.pending and (len(self.pending) > keep or self.pending[0][4].done()):
             report, summary, name, info, future, made, t0, together = self.pending.pop(0)
             try:
                 out, end = future.result()
@@ -181,16 +179,13 @@ class Closing:
                 summary.made(made, secs)
             report_video(report, name, info, out, secs)
 
-    def settle_all(self) -> None:
-        self.settle(wait=True)
-
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
             if exc_type is None:
-                self.settle(wait=True)
+                self.settle()
         finally:
             self.pool.shutdown(wait=True)
         return False

@@ -59,13 +59,13 @@ class VideoSink(WriterSink):
 
     def __init__(self, job: VideoJob, windows: WindowOptions, fusion: FusionOptions,
                  save_quality: float, records: Records, device, together: bool = False,
-                 show_progress: bool = True, before_open=None):
+                 show_progress: bool = True):
         info = job.info
         writers = OutputWriters(
             records, {o: job.path(o) for o in job.clip.outputs}, info.num_frames, job.name,
             fps=info.rate, size=(job.clip.width, job.clip.height), quality=save_quality,
             audio_from=job.audio, audio_codec=info.audio_codec, background=True, sar=info.sar)
-        super().__init__(writers, together, show_progress, before_open)
+        super().__init__(writers, together, show_progress)
         self.frames = BranchFrames(job.clip, windows, fusion, device)
 
     def render(self, chunk: dict) -> dict:
