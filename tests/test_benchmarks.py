@@ -87,9 +87,12 @@ def test_e2e_summary_keys_from_runs(tmp_path):
     runs = {"pixel": {"runs": [run]}, "pixel_final": {"runs": [slower]},
             "latent_fp8": {"runs": [dict(run, profile={"steady": {"gpu_busy": 0.93}})]}}
     got = summarize(runs, {"latent:latent_fp8": {"mean_db": 41.5}}, "five_clips")
-    assert got == {"final_over_outputs_final": 1.5, "steady_fps_pixel": 6.0,
-                   "steady_fps_latent_fp8": 6.0, "gpu_busy": {"latent_fp8": 0.93},
-                   "fp8_psnr_vs_bf16": {"five_clips": 41.5}}
+    assert got == {"final_over_outputs_final": 1.5, "final_over_outputs_final_steady": 1.0,
+                   "steady_fps_pixel": 6.0, "steady_fps_latent_fp8": 6.0,
+                   "gpu_busy": {"latent_fp8": 0.93}, "fp8_psnr_vs_bf16": {"five_clips": 41.5}}
+    # one clip (the smooth clip): no steady state, no ratios; the PSNR under its name
+    assert summarize(runs, {"latent:latent_fp8": {"mean_db": 45.0}}, "smooth33") == {
+        "gpu_busy": {"latent_fp8": 0.93}, "fp8_psnr_vs_bf16": {"smooth33": 45.0}}
     path = tmp_path / "speed.json"
     merge_summary(path, got)
     merged = merge_summary(path, {"fp8_psnr_vs_bf16": {"smooth33": 45.0}, "gpu_busy": {

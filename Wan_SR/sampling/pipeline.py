@@ -247,8 +247,9 @@ class PSSRPipeline:
         """:meth:`encode` of a clip given as chunks (frame 0, then 4 frames at a time; see
         :func:`Wan_SR.models.vae_stream.encode_chunks`), never holding the whole clip."""
         self.stats.encodes += 1
-        return encode_chunks(self.vae, chunks, device=self.device, dtype=self.dtype,
-                             memory_format=self._memory_format)
+        with span("encode"):
+            return encode_chunks(self.vae, chunks, device=self.device, dtype=self.dtype,
+                                 memory_format=self._memory_format)
 
     def decode_streamed(self, volumes: dict, num_frames: int, height: int,
                         width: int) -> Iterator[dict]:

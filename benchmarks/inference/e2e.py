@@ -180,16 +180,21 @@ PSNR_KEYS = {"fp8_psnr_vs_bf16": ("latent", "latent_fp8"),
 
 
 def summarize(runs: dict, psnr: dict, label: str) -> dict:
-    """The summary keys (module docstring) these runs give: time ratios over the five clips'
-    seconds (model loading excluded), steady frames/s, the profiled runs' GPU-busy share, and
-    the PSNR pairs (under ``label``: the input they were measured on)."""
+    """The summary keys (module docstring) these runs give: on the five clips, time ratios
+    over their seconds (model loading excluded; ``*_steady``: over clips 2-5) and steady
+    frames/s; on any input, the profiled runs' GPU-busy share and the PSNR pairs (under
+    ``label``: the input they were measured on)."""
     first = {name: v["runs"][0] for name, v in runs.items()}
     out: dict = {}
+    five = label == "five_clips"
     for key, (a, b) in SUMMARY_RUNS.items():
-        if a in first and b in first and first[a]["seconds"]:
+        if five and a in first and b in first and first[a]["seconds"]:
             out[key] = first[b]["seconds"] / first[a]["seconds"]
+            if first[b]["steady_frames_per_s"]:
+                out[key + "_steady"] = (first[a]["steady_frames_per_s"]
+                                        / first[b]["steady_frames_per_s"])
     for key, name in STEADY.items():
-        if name in first:
+        if five and name in first:
             out[key] = first[name]["steady_frames_per_s"]
     busy = {name: r["profile"]["steady"]["gpu_busy"] for name, r in first.items()
             if "steady" in r.get("profile", {})}

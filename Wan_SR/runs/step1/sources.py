@@ -167,8 +167,14 @@ class LatentWindows(ClipSource):
         for group in decode_groups(c):
             note(f"decoding {', '.join(group)}")
             mark(WINDOW, "decode " + "+".join(group))
-            yield from pipe.decode_streamed({b: volumes.pop(b) for b in group}, c.num_frames,
-                                            c.height, c.width)
+            chunks = pipe.decode_streamed({b: volumes.pop(b) for b in group}, c.num_frames,
+                                          c.height, c.width)
+            while True:
+                with span("decode"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                yield chunk
 
 
 def open_source(pipe, job: VideoJob, cfg: Step1Config, together: bool = False):
