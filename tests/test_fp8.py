@@ -43,6 +43,33 @@ def test_fp8_linear_is_the_scaled_product_of_the_quantised_operands():
     assert not torch.equal(got, ref)
 
 
+def test_an_input_is_quantised_once_for_the_layers_that_share_it(pipe, monkeypatch):
+    import copy
+
+    from Wan_SR.models import fp8
+
+    dit = copy.deepcopy(pipe.base)
+    use_fp8(dit)
+    calls = []
+    real = fp8.quantize_rows
+    monkeypatch.setattr(fp8, "quantize_rows", lambda x: calls.append(x.shape) or real(x))
+    block = dit.blocks[0]
+    x = torch.randn(1, 24, block.self_attn.q.in_features)
+    # q, k and v of self-attention see one tensor: quantised once, the same result as alone
+    q = block.self_attn.q(x)
+    k = block.self_attn.k(x)
+    v = block.self_attn.v(x)
+    assert len(calls) == 1
+    fp8.forget_inputs()
+    assert torch.equal(block.self_attn.k(x), k) and len(calls) == 2
+    # a changed tensor (in place) or another tensor is quantised anew
+    x.mul_(2)
+    assert not torch.equal(block.self_attn.v(x), v) and len(calls) == 3
+    block.self_attn.q(x.clone())
+    assert len(calls) == 4
+    assert q.shape == (1, 24, block.self_attn.q.out_features)
+
+
 def test_use_fp8_swaps_the_token_linears_and_keeps_the_text_keys_values(pipe):
     import copy
 

@@ -266,7 +266,10 @@ class PSSRPipeline:
     def sample_latents(self, z_l: torch.Tensor, num_draft_steps: Optional[int] = None) -> list:
         """Base step then ``num_draft_steps`` draft steps; returns [x0_base, x0_draft_1, ...]."""
         with attention_context(self.attention, self.device):
-            return self._sample_latents(z_l, num_draft_steps)
+            out = self._sample_latents(z_l, num_draft_steps)
+        if self.fp8:
+            fp8.forget_inputs()  # the last layer input it kept
+        return out
 
     def _sample_latents(self, z_l, num_draft_steps):
         cfg = self.config
