@@ -81,6 +81,8 @@ def add_options(group, cls, defaults=None, skip: tuple = (), types: Optional[dic
             typ = _fps_arg
         if "choices" in f.metadata:
             kw["choices"] = list(f.metadata["choices"])
+        if "const" in f.metadata:  # the option alone means this value
+            kw.update(nargs="?", const=f.metadata["const"])
         group.add_argument(f"--{f.name}", type=typ, **kw)
 
 

@@ -31,7 +31,7 @@ from .build import Inputs, Parts, build_lpips, build_parts
 from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_terms
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
-from .models import build_base, build_regulariser, compile_dits
+from .models import build_base, build_regulariser, compile_dits, wants_compile
 from .recompute import FULL, Recompute
 from .options import BaseLossOptions, BaseTrainConfig
 
@@ -109,7 +109,7 @@ def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
     if o.alpha_reg > 0:
         fix, upd = build_regulariser(p.files.dit, m.lora_rank, m.lora_targets(), p.dtype, dev,
                                      m.num_heads, m.load_model_reg_from)
-    if opt.compile:
+    if wants_compile(opt.compile, dev):
         compile_dits(dit, fix, upd)
     disc = LatentDiscriminator().to(dev) if o.discriminator() else None
     negative = p.inputs.contexts.get([o.negative_prompt]) \

@@ -28,7 +28,7 @@ from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints, losses
 from .build import Inputs, Parts, build_lpips, build_parts
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
-from .models import compile_dits, upcast_trainable
+from .models import compile_dits, upcast_trainable, wants_compile
 from .options import DraftOptions, DraftTrainConfig, LossOptions
 from .recompute import FULL, Recompute
 
@@ -84,7 +84,7 @@ def build_models(p: Parts, cfg: DraftTrainConfig) -> DraftModels:
     upcast_trainable(draft)
     log.info("draft: %d of %d blocks %s (k_select %g), condition %s", len(draft.block_ids),
              len(base.blocks), draft.block_ids, dr.k_select, dr.draft_condition)
-    if opt.compile:
+    if wants_compile(opt.compile, p.acc.device):
         compile_dits(base, draft)
     tl, lpips = FlowTimeline(), build_lpips(cfg.loss, p.acc.device)
     module = DraftStep(draft, tl, p.recompute)

@@ -13,6 +13,7 @@ import torch
 from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
 from Wan_SR.sampling.speed import compile_blocks
+from .options import compile_setting
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,16 @@ def build_regulariser(dit_path, rank: int, targets: Iterable[str], dtype, device
 
 
 COMPILE_VARIANTS = 32  # graphs torch.compile may keep per code: every block shares one code
+
+
+def wants_compile(setting, device) -> bool:
+    """Whether ``--compile`` (:func:`~Wan_SR.training.options.compile_setting`) compiles on
+    ``device``: auto on CUDA GPUs of compute capability 8.0 or newer."""
+    value = compile_setting(setting)
+    if value != "auto":
+        return value
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def compile_dits(*dits) -> None:

@@ -192,6 +192,20 @@ def checkpointing_setting(value) -> "str | int":
                      "or a number of blocks")
 
 
+COMPILE_WORDS = {"auto": "auto", "true": True, "1": True, "yes": True, "false": False,
+                 "0": False, "no": False}
+
+
+def compile_setting(value) -> "str | bool":
+    """``--compile`` as ``"auto"``, True or False."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in COMPILE_WORDS:
+        raise ValueError(f"--compile {value!r}: expected auto, True or False")
+    return COMPILE_WORDS[text]
+
+
 @dataclass
 class OptimOptions:
     learning_rate: float = opt(5e-5, "AdamW learning rate of the base and the regulariser")
@@ -210,8 +224,10 @@ class OptimOptions:
                 "True (all), none or False (none), or a number N (the first N blocks)")
     memory_target: float = opt(0.0, "GiB of GPU memory --gradient_checkpointing auto may fill "
                                     "(0: the GPU's memory less 4 GiB)")
-    compile: bool = opt(False, "torch.compile the DiT blocks, forward and backward (compiled in "
-                               "the first step, cached on disk for later runs)")
+    compile: str = opt("auto", "torch.compile the DiT blocks, forward and backward (compiled in "
+                               "the first step, ~17 s, cached on disk for later runs): auto (on "
+                               "GPUs of compute capability 8.0 or newer; not on the CPU), True "
+                               "or False", const="True")
     gradient_accumulation_steps: int = opt(1, "samples per process whose gradients are summed "
                                               "into one update (accelerate's accumulation); "
                                               "steps, --save_steps and --max_train_steps count "
@@ -232,6 +248,7 @@ class OptimOptions:
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ValueError("--max_grad_norm and --lr_warmup_steps must be >= 0")
         checkpointing_setting(self.gradient_checkpointing)
+        compile_setting(self.compile)
         if self.memory_target < 0:
             raise ValueError("--memory_target must be >= 0")
 

@@ -94,8 +94,7 @@ def train(launch: Launch, trainer: str, n: int, shape: tuple, data: dict, args,
               "--profile_step", min(args.profile_step, steps)]
     if target:
         script += ["--memory_target", target]
-    if compiled:
-        script += ["--compile"]
+    script += ["--compile", "True" if compiled else "False"]  # its default is auto
     if trainer == "draft":
         script += ["--load_model_base_from", launch.base_checkpoint]
     if args.quick:
