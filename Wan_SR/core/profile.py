@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -39,8 +39,7 @@ def mark(kind: str, name: str = "") -> None:
 def profiled(path: Optional[str], device):
     """Profile the body into ``path`` (JSON, see the module docstring); ``path`` None: nothing."""
     if not path:
-        with nullcontext():
-            yield
+        yield
         return
     acts = [torch.profiler.ProfilerActivity.CPU]
     if torch.device(device).type == "cuda":
