@@ -219,7 +219,8 @@ LOW_MEMORY_BUDGET = 6.5
 @dataclass
 class SpeedOptions(DeviceOptions):
     """Step 1's device and GPU speed switches (:mod:`Wan_SR.sampling.speed`, docs/method.md,
-    "Performance"); none of them decides the outputs beyond bf16 noise."""
+    "Performance"); none of them decides the outputs beyond bf16 noise but ``fp8`` (recorded in
+    the outputs' settings), and ``profile`` only writes where the time went."""
     attention: str = opt("auto", "scaled-dot-product attention kernel of the DiT (auto: cuDNN "
                                  "first)", choices=ATTENTION_CHOICES)
     compile: bool = opt(False, "torch.compile the DiT blocks (about 10 s once per run, ~13%% "

@@ -52,9 +52,9 @@ def profiled(path: Optional[str], device):
     tmp.write_text(json.dumps(timeline, indent=1))
     tmp.replace(path)
     s = timeline["steady"]
+    top = sorted(s["main_s"].items(), key=lambda kv: -kv[1])[:6]
     log.info("profile -> %s: steady state %.1f s, GPU busy %.0f%% (kernels), main thread: %s",
-             path, s["wall_s"], 100 * s["gpu_busy"], ", ".join(
-                 f"{k} {v:.2f} s" for k, v in sorted(s["main_s"].items(), key=lambda kv: -kv[1])[:6]))
+             path, s["wall_s"], 100 * s["gpu_busy"], ", ".join(f"{k} {v:.2f} s" for k, v in top))
 
 
 def trace_events(prof) -> dict:
@@ -132,9 +132,10 @@ def summarize(tr: dict) -> dict:
             "clips": {c: _total(ws) for c, ws in clips.items()},
             "steady": dict(_total(steady), clips=[c for c in clips if c != first] or [first]),
             "note": "seconds; a window's row lasts until the next mark (its chunks' conversion "
-                    "and writing included; a clip's last row: its writers' close); gpu_busy = union of kernel time / wall time; main_s: the main "
-                    "thread's own time in each phase (launches are asynchronous: a long phase "
-                    "is a wait); steady: every window but the first clip's"}
+                    "and writing included; a clip's last row: its writers' close); gpu_busy = "
+                    "union of kernel time / wall time; main_s: the main thread's own time in "
+                    "each phase (launches are asynchronous: a long phase is a wait); steady: "
+                    "every window but the first clip's"}
 
 
 def _row(tr: dict, a: float, b: float, **keys) -> dict:

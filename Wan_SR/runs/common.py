@@ -130,11 +130,11 @@ class Records:
 
     An output's record is removed when the writer of its new file closes (the encoder's last
     frames, then the new file replaces the output) and written atomically right after
-    (:meth:`close_writer`): an output with a record is complete and was
-    made with the recorded settings, whatever killed a run at whatever moment. While a new file
-    is written under its temporary name the old output is untouched and its record (size and
-    SHA-256 of that very file) still vouches for it. ``redone``: {output: why} of the existing outputs
-    :meth:`check` sent back to be made again."""
+    (:meth:`close_writer`): an output with a record is complete and was made with the recorded
+    settings, whatever killed a run at whatever moment. While a new file is written under its
+    temporary name the old output is untouched and its record (size and SHA-256 of that very
+    file) still vouches for it. ``redone``: {output: why} of the existing outputs :meth:`check`
+    sent back to be made again."""
     script: str
     settings: dict
     run_id: str = field(default_factory=new_run_id)

@@ -77,7 +77,6 @@ class WriterSink:
             raise
         return self
 
-
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is not None:
             self.writers.abort()

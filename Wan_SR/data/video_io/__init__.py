@@ -30,9 +30,9 @@ from .reader import FrameReader, iter_frames, read_frame, read_video
 from .tensors import HostFrames, frames_to_tensor, tensor_to_frames
 from .writer import VideoWriter, is_complete_output, quality_to_crf, write_video
 
-__all__ = ["DEFAULT_FOLDER_FPS", "FFmpegCaps", "FrameReader", "HostFrames", "IMAGE_EXTS", "VIDEO_EXTS",
-           "VideoError", "VideoInfo", "VideoWriter", "clear_ffmpeg_cache", "ffmpeg_caps",
-           "ffmpeg_exe", "ffmpeg_version", "fps_to_rational", "frames_to_tensor",
+__all__ = ["DEFAULT_FOLDER_FPS", "FFmpegCaps", "FrameReader", "HostFrames", "IMAGE_EXTS",
+           "VIDEO_EXTS", "VideoError", "VideoInfo", "VideoWriter", "clear_ffmpeg_cache",
+           "ffmpeg_caps", "ffmpeg_exe", "ffmpeg_version", "fps_to_rational", "frames_to_tensor",
            "is_complete_output", "is_frame_folder", "iter_frames", "list_frame_files",
            "list_inputs", "probe", "quality_to_crf", "read_frame", "read_video", "scan_inputs",
            "stem", "tensor_to_frames", "write_video"]

@@ -107,7 +107,7 @@ def record_settings(cfg: Step1Config, pipe, prompts) -> dict:
     sampling = dataclasses.asdict(pipe.config)
     del sampling["record_blocks"]  # follows from k_select
     sampling.update(dtype=str(pipe.dtype).replace("torch.", ""), prompt=prompts.prompt)
-    if getattr(pipe, "fp8", False):  # only then: the records of earlier runs stay valid
+    if pipe.fp8:  # only then: the records of earlier runs stay valid
         sampling["fp8"] = True
     o: Step1Options = cfg.step1
     return {"sampling": sampling, "windows": dataclasses.asdict(cfg.windows),
