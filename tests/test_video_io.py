@@ -50,6 +50,54 @@ def test_background_writer_equals_foreground(tmp_path):
                           video_io.read_video(tmp_path / "True.mp4"))
 
 
+@pytest.mark.parametrize("background", [False, True])
+def test_ending_the_input_first_then_closing_writes_every_frame(tmp_path, background):
+    f = frames(9)
+    writers = [video_io.VideoWriter(tmp_path / f"{i}.mp4", 24, (48, 32), background=background)
+               for i in range(3)]
+    for w in writers:
+        w.write(f[:5])
+        w.write(f[5:])
+    for w in writers:  # every encoder finishes at once, then each is waited for
+        w.end_input()
+        w.end_input()  # a second call does nothing
+        with pytest.raises(video_io.VideoError, match="write after close"):
+            w.write(f[:1])
+        assert not w.path.exists()  # the file appears only once closed
+    for i, w in enumerate(writers):
+        assert w.close() == tmp_path / f"{i}.mp4"
+        assert video_io.probe(w.path).num_frames == 9
+    assert np.array_equal(video_io.read_video(tmp_path / "0.mp4"),
+                          video_io.read_video(tmp_path / "2.mp4"))
+
+
+def test_output_writers_end_every_input_before_the_first_close(tmp_path):
+    from Wan_SR.runs.outputs import OutputWriters
+
+    calls = []
+
+    class Writer:
+        def __init__(self, key):
+            self.key, self.frames_written = key, 4
+
+        def end_input(self):
+            calls.append(("end", self.key))
+
+    class Records:
+        def close_writer(self, wr):
+            calls.append(("close", wr.key))
+            return wr.key
+
+    out = OutputWriters(Records(), {"a": None, "b": None, "c": None}, 4, "clip")
+    out.writers = {k: Writer(k) for k in "abc"}
+    assert out.close() == {"a": "a", "b": "b", "c": "c"}
+    assert calls == [("end", "a"), ("end", "b"), ("end", "c"),
+                     ("close", "a"), ("close", "b"), ("close", "c")]
+    out.writers["b"].frames_written = 3
+    with pytest.raises(video_io.VideoError, match="b got 3 of 4 frames"):
+        out.close()
+
+
 def test_frames_handed_over_as_host_frames_are_written_the_same(tmp_path):
     import pickle
 

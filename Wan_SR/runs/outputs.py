@@ -42,6 +42,8 @@ class OutputWriters:
             if wr.frames_written != self.num_frames:
                 raise video_io.VideoError(f"{self.what}: {key} got {wr.frames_written} of "
                                           f"{self.num_frames} frames")
+        for wr in self.writers.values():  # the encoders finish their last frames together
+            wr.end_input()
         return {key: self.records.close_writer(wr) for key, wr in self.writers.items()}
 
     def abort(self) -> None:

@@ -117,6 +117,7 @@ class VideoWriter:
         self._closed = False
         self._queue = self._thread = None
         self._error: Optional[BaseException] = None
+        self._input_ended = False
         if background:  # pipe writes (x264 back-pressure) happen in a thread
             self._queue = queue.Queue(maxsize=4)
             self._thread = threading.Thread(target=self._drain, daemon=True)
@@ -141,9 +142,27 @@ class VideoWriter:
             if self._error is not None:
                 continue
             try:
-                self._proc.stdin.write(_frame_bytes(buf))
+                if buf is _END_OF_INPUT:
+                    self._proc.stdin.close()
+                else:
+                    self._proc.stdin.write(_frame_bytes(buf))
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 self._error = e
+
+    def end_input(self) -> None:
+        """No more frames: the encoder starts on its last frames now (behind the frames still
+        queued) and :meth:`close` waits for it. Ending every writer's input before closing
+        the first lets a video's encoders finish together instead of one after another."""
+        if self._closed or self._input_ended:
+            return
+        self._input_ended = True
+        if self._queue is not None:
+            self._queue.put(_END_OF_INPUT)
+            return
+        try:
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError) as e:
+            self._error = e
 
     def _ffmpeg_message(self) -> str:
         """ffmpeg's own reason, once it has exited (killed if it does not within 5 s)."""
@@ -196,7 +215,7 @@ class VideoWriter:
             self._thread = None
 
     def write(self, frames: np.ndarray) -> None:
-        if self._closed:
+        if self._closed or self._input_ended:
             raise VideoError(f"{self.path}: write after close")
         if not isinstance(frames, HostFrames):  # those are waited for in the writer's thread
             frames = np.asarray(frames)
@@ -224,7 +243,7 @@ class VideoWriter:
                 self.abort()
                 raise VideoError(f"{self.path}: writing failed (no frames)")
             try:
-                self._proc.stdin.close()
+                self._proc.stdin.close()  # does nothing if end_input closed it
             except (BrokenPipeError, OSError) as e:
                 self._fail(e)
             rc = self._proc.wait()
@@ -259,6 +278,10 @@ class VideoWriter:
         else:
             self.abort()
         return False
+
+
+# what end_input queues behind a background writer's last frames
+_END_OF_INPUT = object()
 
 
 def _frame_bytes(buf):
