@@ -241,8 +241,9 @@ class SpeedOptions(DeviceOptions):
                                   f"{LOW_MEMORY_BUDGET:g} (an 8 GB card)")
     fp8: bool = opt(False, "FP8 matmuls for the DiTs' linear layers (GPUs with FP8 tensor cores, "
                            "e.g. H100/H200/RTX 40xx; row-wise scales, attention stays bf16): "
-                           "faster, and further from the bf16 outputs than bf16 is from "
-                           "float32 (docs/method.md, \"FP8\")")
+                           "half the DiT weight memory; measured no faster than bf16 at 720p, "
+                           "and further from the bf16 outputs than bf16 is from float32 "
+                           "(docs/method.md, \"FP8\")")
     profile: Optional[str] = opt(None, "write where the run's time goes to this JSON file: per "
                                        "window, the GPU's busy time and the main thread's "
                                        "phases (the run is a little slower while profiled)")

@@ -145,7 +145,7 @@ class VideoWriter:
                 if buf is _END_OF_INPUT:
                     self._proc.stdin.close()
                 else:
-                    self._proc.stdin.write(_frame_bytes(buf))
+                    self._proc.stdin.write(_flat(buf))
             except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                 self._error = e
 
@@ -192,14 +192,14 @@ class VideoWriter:
         except OSError as e:
             log.warning("%s: could not remove the partial file %s (%s)", self.path, self.tmp, e)
 
-    def _write_bytes(self, buf: bytes) -> None:
+    def _write_frames(self, buf) -> None:
         if self._queue is not None:
             if self._error is not None:
                 self._raise_pipe_error(self._error)
             self._queue.put(buf)
             return
         try:
-            self._proc.stdin.write(_frame_bytes(buf))
+            self._proc.stdin.write(_flat(buf))
         except (BrokenPipeError, OSError) as e:
             self._raise_pipe_error(e)
 
@@ -229,7 +229,7 @@ class VideoWriter:
         if isinstance(frames, np.ndarray) and self._queue is not None:
             # a background writer keeps the array until written (the caller hands it over)
             frames = np.ascontiguousarray(frames)
-        self._write_bytes(frames)
+        self._write_frames(frames)
         self.frames_written += count
 
     def close(self) -> Path:
@@ -284,12 +284,10 @@ class VideoWriter:
 _END_OF_INPUT = object()
 
 
-def _frame_bytes(buf):
-    """What the pipe takes: bytes as they are, frames (an array or :class:`HostFrames`, waited
-    for) as their flat uint8 buffer."""
-    if isinstance(buf, bytes):
-        return buf
-    return np.ascontiguousarray(np.asarray(buf)).reshape(-1)
+def _flat(frames) -> np.ndarray:
+    """Frames (an array, or :class:`HostFrames`: waited for) as the flat uint8 buffer the pipe
+    takes."""
+    return np.ascontiguousarray(np.asarray(frames)).reshape(-1)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray | Sequence[np.ndarray], fps: float,
