@@ -145,9 +145,9 @@ class PSSRPipeline:
         if channels_last:
             vae_channels_last(self.vae)
             self.channels_last = True
-        if compile:
-            compile_blocks(self.base)
-            compile_blocks(self.draft)
+        if compile:  # for any window length: a short clip's window does not compile again
+            compile_blocks(self.base, dynamic=True)
+            compile_blocks(self.draft, dynamic=True)
         if compile_vae:
             compile_vae_norms(self.vae)
         return self

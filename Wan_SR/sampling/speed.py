@@ -4,7 +4,8 @@ beyond bf16 noise.
 - ``attention``: which scaled-dot-product-attention kernel the DiT uses (``auto`` = cuDNN first
   on CUDA, the fastest on Hopper; ``flash``, ``efficient``, ``math`` force one).
 - ``compile_blocks``: ``torch.compile`` of each DiT block (one graph shared by all blocks; paid
-  once per process, not per video).
+  once per process, not per video; inference compiles it for any token count, so a clip shorter
+  than a window does not compile again).
 - ``vae_channels_last``: channels-last-3d memory format for the VAE's 3D convolutions.
 - ``convolution_kernels``: cuDNN's autotuner (fastest, but it times candidate kernels in each
   process, so two runs may pick different ones and differ in the last bits) or kernels picked by
@@ -50,12 +51,14 @@ def convolution_kernels(deterministic: bool = False) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
-def compile_blocks(model) -> None:
+def compile_blocks(model, dynamic: bool | None = None) -> None:
     """Compile every transformer block in place (``nn.Module.compile``), except blocks streamed
-    from host memory (:class:`Wan_SR.models.offload.BlockStream`: their hooks swap weights)."""
+    from host memory (:class:`Wan_SR.models.offload.BlockStream`: their hooks swap weights).
+    ``dynamic``: torch.compile's own (None: one graph per shape until a second shape comes,
+    then one for any; True: one graph for any token count from the start)."""
     for block in model.blocks:
         if not hasattr(block, "_pssr_stream_index"):
-            block.compile()
+            block.compile(dynamic=dynamic)
 
 
 def vae_channels_last(vae) -> None:
