@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from Wan_SR.core.profile import busy, own_time, summarize
+from Wan_SR.core.profile import busy, idle, own_time, summarize
 
 
 def test_busy_is_the_union_of_intervals_within_the_range():
@@ -21,6 +21,21 @@ def test_own_time_counts_a_nested_phase_once():
              ("write", 5.0, 7.0)]
     got = own_time(spans, 0.0, 6.0)
     assert got == pytest.approx({"read": 0.7, "upload": 0.3, "decode": 1.0, "write": 1.0})
+
+
+def test_idle_gaps_go_to_the_phase_the_main_thread_was_in():
+    # marks end phases: "encode" ran until 1.0, "forward" until 2.0; the step ends at 3.0
+    tr = {"marks": [("clip", "step", 0.0), ("window", "encode", 1.0), ("window", "forward", 2.0),
+                    ("window", "(end)", 3.0)],
+          "kernels": [(0.2, 0.9), (0.5, 0.7), (1.1, 1.5), (1.6, 2.9)], "copies": [],
+          "spans": [], "end": 3.0}
+    got = idle(tr, 0.0, 3.0, top=2)
+    assert got["kernels_s"] == pytest.approx(2.4) and got["gpu_busy"] == pytest.approx(0.8)
+    assert got["idle_s"] == pytest.approx(0.6) and got["gaps"] == 4
+    assert got["idle_s_by_phase"] == pytest.approx({"encode": 0.4, "forward": 0.1,
+                                                    "(end)": 0.1})
+    assert [(g["at_s"], g["phase"]) for g in got["longest_gaps"]] == [(0.9, "encode"),
+                                                                    (0.0, "encode")]
 
 
 def test_summary_rows_per_window_and_steady_state_without_the_first_clip():

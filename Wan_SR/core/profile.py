@@ -157,3 +157,32 @@ def _total(rows: list) -> dict:
     return {"windows": len(rows), "wall_s": wall, "kernels_s": kern,
             "gpu_any_s": sum(r["gpu_any_s"] for r in rows),
             "gpu_busy": kern / wall if wall else 0.0, "main_s": main}
+
+
+def idle(tr: dict, a: float, b: float, top: int = 8) -> dict:
+    """The GPU's idle time in [a, b) of a trace (:func:`trace_events`) whose ``window`` marks
+    end the main thread's phases (a mark named X at t: phase X ran until t): ``gpu_busy`` (kernel
+    time / wall time), the idle seconds per phase the main thread was in when the GPU ran out
+    of work, and the ``top`` longest gaps."""
+    ends = [(t, name) for kind, name, t in tr["marks"] if kind == WINDOW and a <= t <= b]
+    gaps, reach = [], a
+    for t0, t1 in sorted(iv for iv in tr["kernels"] if iv[1] > a and iv[0] < b):
+        if t0 > reach:
+            gaps.append((reach, min(t0, b)))
+        reach = max(reach, t1)
+    if reach < b:
+        gaps.append((reach, b))
+
+    def phase(t):
+        return next((name for te, name in ends if te > t), "(after the last phase)")
+    per_phase: dict = {}
+    for g0, g1 in gaps:
+        per_phase[phase(g0)] = per_phase.get(phase(g0), 0.0) + (g1 - g0)
+    longest = sorted(gaps, key=lambda g: g[0] - g[1])[:top]
+    wall = b - a
+    return {"wall_s": wall, "kernels_s": busy(tr["kernels"], a, b),
+            "gpu_busy": busy(tr["kernels"], a, b) / wall if wall > 0 else 0.0,
+            "idle_s": sum(g1 - g0 for g0, g1 in gaps), "gaps": len(gaps),
+            "idle_s_by_phase": per_phase,
+            "longest_gaps": [{"at_s": round(g0 - a, 4), "seconds": g1 - g0, "phase": phase(g0)}
+                             for g0, g1 in longest]}

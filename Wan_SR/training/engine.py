@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from Wan_SR.core import profile as prof
 from Wan_SR.core.distributed import Watchdog
 from Wan_SR.core.files import save_safetensors_atomic
 from Wan_SR.core.log import progress
@@ -125,18 +126,29 @@ def gather(acc, obj) -> list:
 class StepProfile:
     """The time of each phase of one step (``--profile_step``): :meth:`mark` ends a phase (the
     time since the previous mark is the named phase's; repeated names add up). On a GPU the
-    marks are CUDA events, so the step runs as it does unprofiled; read at :meth:`end`."""
+    marks are CUDA events, so the step runs as it does unprofiled; read at :meth:`end`. With
+    ``trace`` (the step after, on a GPU) torch's profiler also records the GPU's kernels, and
+    :meth:`end` adds when the GPU was idle and in which phase (:func:`Wan_SR.core.profile.idle`;
+    the profiler slows the main thread a little)."""
 
     def __init__(self):
         self.marks: Optional[list] = None
+        self.trace = None
 
-    def begin(self, device) -> None:
+    def begin(self, device, trace: bool = False) -> None:
         self.cuda = torch.device(device).type == "cuda"
+        if trace and self.cuda:
+            acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            self.trace = torch.profiler.profile(activities=acts)
+            self.trace.__enter__()
+            prof.mark(prof.CLIP, "step")
         self.marks = [("", self._now())]
 
     def mark(self, name: str) -> None:
         if self.marks is not None:
             self.marks.append((name, self._now()))
+            if self.trace is not None:
+                prof.mark(prof.WINDOW, name)
 
     def _now(self):
         if not self.cuda:
@@ -146,7 +158,8 @@ class StepProfile:
         return event
 
     def end(self) -> dict:
-        """Seconds per phase, in the order they first ran, and ``total``."""
+        """Seconds per phase, in the order they first ran, and ``total``; when traced, also
+        ``gpu_idle``."""
         marks, self.marks = self.marks, None
         if self.cuda:
             torch.cuda.synchronize()
@@ -155,6 +168,14 @@ class StepProfile:
             secs = t0.elapsed_time(t1) / 1e3 if self.cuda else t1 - t0
             phases[name] = phases.get(name, 0.0) + secs
         phases["total"] = sum(phases.values())
+        if self.trace is not None:
+            prof.mark(prof.WINDOW, "(end)")
+            trace, self.trace = self.trace, None
+            trace.__exit__(None, None, None)
+            tr = prof.trace_events(trace)
+            start = next(t for kind, _, t in tr["marks"] if kind == prof.CLIP)
+            end = max(t for _, _, t in tr["marks"])
+            phases["gpu_idle"] = prof.idle(tr, start, end)
         return phases
 
 
@@ -355,30 +376,43 @@ class Loop:
             procs, rank = self.acc.num_processes, self.acc.process_index
             gens = [step_generator(self.cfg.optim.seed, step, j * procs + rank)
                     for j in range(self.micro)]
+            # --profile_step N: the phases of step N; on a GPU, the GPU's idle time in step N+1
             profiled = step == self.cfg.out.profile_step
-            if profiled:
-                self.updates.profile.begin(self.acc.device)
+            traced = self.cfg.out.profile_step > 0 and step == self.cfg.out.profile_step + 1 \
+                and torch.device(self.acc.device).type == "cuda"
+            if profiled or traced:
+                self.updates.profile.begin(self.acc.device, trace=traced)
             t0 = time.perf_counter()
             # cuDNN attention first, for the forward and the backward (recomputation matches)
             with attention_context("auto", self.acc.device):
                 logs = self._mean(step_fn(step, micro, gens))
             log.debug("step %d: %.3f s", step, time.perf_counter() - t0)
-            if profiled:
-                self._write_profile(step)
+            if profiled or traced:
+                self._write_profile(step, "gpu_idle" if traced else "profile")
             self.recompute.settle()  # after the run's first step: the blocks kept from now on
         self.history.add(step, logs)
         if self.report:
             self.acc.log(logs, step=step)
         return logs
 
-    def _write_profile(self, step: int) -> None:
-        """The profiled step's phases: logged, and ``profile_step_<N>.json`` (main process)."""
+    def _write_profile(self, step: int, kind: str = "profile") -> None:
+        """The profiled step's phases: logged, and ``<kind>_step_<N>.json`` (main process);
+        ``kind`` ``gpu_idle``: the traced step's, its GPU idle time (:class:`StepProfile`)."""
         phases = self.updates.profile.end()
+        idle = phases.pop("gpu_idle", None)
         log.info("step %d profile: %s", step, ", ".join(f"{k} {v:.3f} s" for k, v in
                                                         phases.items()))
+        if idle is not None:
+            log.info("step %d (traced): GPU busy %.1f%%, idle %.3f s, by phase: %s", step,
+                     100 * idle["gpu_busy"], idle["idle_s"], ", ".join(
+                         f"{k} {v:.3f} s" for k, v in sorted(idle["idle_s_by_phase"].items(),
+                                                             key=lambda kv: -kv[1])))
         if self.acc.is_main_process:
-            (self.output / f"profile_step_{step}.json").write_text(
-                json.dumps({"step": step, "seconds": phases}, indent=2) + "\n")
+            body = {"step": step, "seconds": phases}
+            if idle is not None:
+                body["gpu_idle"] = idle
+            (self.output / f"{kind}_step_{step}.json").write_text(
+                json.dumps(body, indent=2) + "\n")
 
     def _mean(self, logs: list) -> dict:
         """The mean of each logged value over the micro-batches and processes that have it

@@ -12,7 +12,7 @@ import torch
 
 from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
-from Wan_SR.sampling.speed import compile_blocks, compile_vae_norms, vae_channels_last
+from Wan_SR.sampling.speed import compile_blocks, vae_channels_last
 from .options import compile_setting
 
 log = logging.getLogger(__name__)
@@ -106,16 +106,12 @@ def compile_dits(*dits) -> None:
              "disk for later runs)")
 
 
-def prepare_vae(vae, device, compile: bool) -> None:
-    """The frozen VAE on a GPU as inference runs it: channels-last convolution weights (the
-    activations of the fast encode are channels-last, so mixed layouts cost a weight copy per
-    convolution), and with ``--compile`` its RMS norms compiled (the pixel losses' decode, which
-    keeps gradients, runs them op by op otherwise). Nothing on the CPU."""
-    if torch.device(device).type != "cuda":
-        return
-    vae_channels_last(vae)
-    if compile:
-        compile_vae_norms(vae)
+def prepare_vae(vae, device) -> None:
+    """The frozen VAE's convolution weights channels-last on a GPU, as inference has them (the
+    fast encode's activations are channels-last). Nothing on the CPU. (Its RMS norms are not
+    compiled: on an H200 that made the pixel losses' decode slower, `docs/method.md` §9.)"""
+    if torch.device(device).type == "cuda":
+        vae_channels_last(vae)
 
 
 def exists(path) -> bool:

@@ -275,7 +275,9 @@ class CheckpointOptions:
     report_to: str = opt("tensorboard", "tracker: tensorboard, wandb, swanlab or none")
     profile_step: int = opt(0, "time each phase of this step (each model's forward, backward "
                                "and optimiser, the losses, the encoding) and write "
-                               "profile_step_<N>.json in --output_path (0: off)")
+                               "profile_step_<N>.json in --output_path; on a GPU the step "
+                               "after is traced too: gpu_idle_step_<N+1>.json says when the "
+                               "GPU waited, in which phase (0: off)")
     project_name: str = opt("PS-SR", "tracker project name")
 
     def tracker(self) -> Optional[str]:

@@ -115,6 +115,8 @@ def train(launch: Launch, trainer: str, n: int, shape: tuple, data: dict, args,
                          for ln in (dst / "losses.jsonl").read_text().splitlines()]
     for prof in dst.glob("profile_step_*.json"):
         out["profile"] = json.loads(prof.read_text())
+    for prof in dst.glob("gpu_idle_step_*.json"):  # the step after, traced (GPU only)
+        out["gpu_idle"] = json.loads(prof.read_text())
     if r.returncode == 0:
         out["weights_across_processes"] = same_weights(dump, n)
     print(f"{trainer} {T}x{H}x{W} {label} on {n}: {out['s_per_step']} s/step, peak "
