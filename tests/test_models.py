@@ -268,3 +268,25 @@ def test_all_missing_weights_listed_at_once(tmp_path):
                  "draft.safetensors", "models_t5_umt5-xxl-enc-bf16.pth", "umt5-xxl"):
         assert name in msg
     assert "huggingface.co/Wan-AI/Wan2.1-T2V-1.3B" in msg and "drive.google.com" in msg
+
+
+def test_compile_blocks_compiles_each_resident_block_for_any_token_count():
+    """Inference compiles the DiT blocks with dynamic shapes (a clip shorter than a window must
+    not compile again); blocks streamed from host memory stay eager (their hooks swap weights)."""
+    from Wan_SR.sampling.speed import compile_blocks
+
+    class Block(torch.nn.Module):
+        def compile(self, **kwargs):
+            self.compiled_with = kwargs
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([Block() for _ in range(3)])
+
+    m = Model()
+    m.blocks[1]._pssr_stream_index = 0
+    compile_blocks(m, dynamic=True)
+    assert m.blocks[0].compiled_with == {"dynamic": True}
+    assert m.blocks[2].compiled_with == {"dynamic": True}
+    assert not hasattr(m.blocks[1], "compiled_with")
