@@ -138,8 +138,7 @@ class PSSRPipeline:
         """GPU speed switches (no effect on CPU): cuDNN's autotuner (off with ``deterministic``:
         the same output bits in every run), channels-last VAE convolutions, and with ``compile``
         torch.compile of every DiT block (once per process, for any window length);
-        ``compile_vae`` also compiles the
-        VAE's normalisation layers."""
+        ``compile_vae`` also compiles the VAE's normalisation layers."""
         if self.device.type != "cuda":
             return self
         convolution_kernels(deterministic)
