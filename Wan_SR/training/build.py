@@ -22,7 +22,6 @@ from Wan_SR.models.text import PromptEncoder
 from Wan_SR.models.wan import WanFiles, load_vae, vae_encode
 from . import checkpoints
 from .lpips import load_lpips
-from .models import prepare_vae
 from .options import DataOptions, LossOptions, ModelOptions, OptimOptions
 from .recompute import Recompute
 
@@ -218,6 +217,5 @@ def build_parts(cfg) -> Parts:
     files = cfg.model.wan_files()
     inputs = build_inputs(acc, cfg.model, cfg.data.deg_file_path, files,
                           [r.prompt for r in data.dataset.rows], cfg.prompts(), dtype)
-    prepare_vae(inputs.vae, acc.device)
     recompute = Recompute(cfg.optim.gradient_checkpointing, cfg.optim.memory_target, acc.device)
     return Parts(acc, dtype, data, files, inputs, recompute)

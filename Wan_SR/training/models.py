@@ -12,7 +12,7 @@ import torch
 
 from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
-from Wan_SR.sampling.speed import compile_blocks, vae_channels_last
+from Wan_SR.sampling.speed import compile_blocks
 from .options import compile_setting
 
 log = logging.getLogger(__name__)
@@ -104,14 +104,6 @@ def compile_dits(*dits) -> None:
             compile_blocks(dit)
     log.info("--compile: the DiT blocks compile in the first step (their graphs are cached on "
              "disk for later runs)")
-
-
-def prepare_vae(vae, device) -> None:
-    """The frozen VAE's convolution weights channels-last on a GPU, as inference has them (the
-    fast encode's activations are channels-last). Nothing on the CPU. (Its RMS norms are not
-    compiled: on an H200 that made the pixel losses' decode slower, `docs/method.md` §9.)"""
-    if torch.device(device).type == "cuda":
-        vae_channels_last(vae)
 
 
 def exists(path) -> bool:
