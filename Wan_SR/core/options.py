@@ -223,8 +223,8 @@ class SpeedOptions(DeviceOptions):
     the outputs' settings), and ``profile`` only writes where the time went."""
     attention: str = opt("auto", "scaled-dot-product attention kernel of the DiT (auto: cuDNN "
                                  "first)", choices=ATTENTION_CHOICES)
-    compile: bool = opt(False, "torch.compile the DiT blocks (about 10 s once per run, ~13%% "
-                               "faster DiT)")
+    compile: bool = opt(False, "torch.compile the DiT blocks, once per run for any window "
+                               "length (latent windows on an H200: 10.2 frames/s against 9.6)")
     deterministic: bool = opt(False, "the same output bits in every run and with any number of "
                                      "GPUs: cuDNN picks convolution kernels by rule instead of "
                                      "timing them per process (about 6%% slower on long clips, "
