@@ -179,10 +179,10 @@ def idle(tr: dict, a: float, b: float, top: int = 8) -> dict:
     for g0, g1 in gaps:
         per_phase[phase(g0)] = per_phase.get(phase(g0), 0.0) + (g1 - g0)
     longest = sorted(gaps, key=lambda g: g[0] - g[1])[:top]
-    wall = b - a
-    return {"wall_s": wall, "kernels_s": busy(tr["kernels"], a, b),
-            "gpu_busy": busy(tr["kernels"], a, b) / wall if wall > 0 else 0.0,
-            "idle_s": sum(g1 - g0 for g0, g1 in gaps), "gaps": len(gaps),
+    wall, idle_s = b - a, sum(g1 - g0 for g0, g1 in gaps)
+    return {"wall_s": wall, "kernels_s": wall - idle_s,
+            "gpu_busy": (wall - idle_s) / wall if wall > 0 else 0.0,
+            "idle_s": idle_s, "gaps": len(gaps),
             "idle_s_by_phase": per_phase,
             "longest_gaps": [{"at_s": round(g0 - a, 4), "seconds": g1 - g0, "phase": phase(g0)}
                              for g0, g1 in longest]}

@@ -140,7 +140,7 @@ class StepProfile:
         if trace and self.cuda:
             acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             self.trace = torch.profiler.profile(activities=acts)
-            self.trace.__enter__()
+            self.trace.start()
             prof.mark(prof.CLIP, "step")
         self.marks = [("", self._now())]
 
@@ -171,7 +171,7 @@ class StepProfile:
         if self.trace is not None:
             prof.mark(prof.WINDOW, "(end)")
             trace, self.trace = self.trace, None
-            trace.__exit__(None, None, None)
+            trace.stop()
             tr = prof.trace_events(trace)
             start = next(t for kind, _, t in tr["marks"] if kind == prof.CLIP)
             end = max(t for _, _, t in tr["marks"])
