@@ -34,14 +34,58 @@ class RunResult:
     log: str
     peaks: list
     reserved: tuple = ()
+    gpu_samples: Optional[dict] = None
 
     def summary(self) -> dict:
         known = [p for p in self.peaks if p is not None]
         held = [p for p in self.reserved if p is not None]
-        return {"returncode": self.returncode, "wall_s_including_model_load": self.wall_s,
-                "peak_gib": max(known) if known else None, "peak_gib_per_process": self.peaks,
-                "peak_reserved_gib": max(held) if held else None,
-                "log_tail": self.log[-1500:]}
+        out = {"returncode": self.returncode, "wall_s_including_model_load": self.wall_s,
+               "peak_gib": max(known) if known else None, "peak_gib_per_process": self.peaks,
+               "peak_reserved_gib": max(held) if held else None,
+               "log_tail": self.log[-1500:]}
+        if self.gpu_samples:
+            out["gpu_samples"] = self.gpu_samples
+        return out
+
+
+GPU_QUERY = ("clocks.sm", "power.draw", "temperature.gpu", "utilization.gpu")
+
+
+class GpuSampler:
+    """The first GPU's SM clock (MHz), power (W), temperature (C) and utilisation (%) once a
+    second while a child runs (``nvidia-smi``; nothing where it is missing): is a slower step the
+    GPU's clock or the work?"""
+
+    def __init__(self, path: Path):
+        self.path, self.proc = path, None
+
+    def __enter__(self):
+        if shutil.which("nvidia-smi"):
+            self.file = open(self.path, "w")
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "-i", "0", f"--query-gpu={','.join(GPU_QUERY)}",
+                 "--format=csv,noheader,nounits", "-lms", "1000"],
+                stdout=self.file, stderr=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+            self.file.close()
+
+    def samples(self) -> Optional[dict]:
+        """``{quantity: [one value per second]}``, or None."""
+        if self.proc is None:
+            return None
+        rows = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rows.append([round(float(v)) for v in line.split(",")])
+            except ValueError:
+                continue
+        return {q: [r[i] for r in rows if len(r) == len(GPU_QUERY)]
+                for i, q in enumerate(GPU_QUERY)} if rows else None
 
 
 @dataclass(frozen=True)
@@ -85,16 +129,18 @@ class Launch:
         for old in self.work.glob("peak*"):
             old.unlink()
         t0 = time.perf_counter()
-        try:
-            r = subprocess.run(self.command(script, processes, peak, memory_cap),
-                               capture_output=True, text=True, cwd=ROOT, timeout=timeout,
-                               env=dict(self.env, **env))
-            code, log = r.returncode, r.stdout + r.stderr
-        except subprocess.TimeoutExpired as e:
-            code, log = -9, (e.stdout or b"").decode(errors="replace") + "\n(timed out)"
+        with GpuSampler(self.work / "gpu_samples.csv") as gpu:
+            try:
+                r = subprocess.run(self.command(script, processes, peak, memory_cap),
+                                   capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                                   env=dict(self.env, **env))
+                code, log = r.returncode, r.stdout + r.stderr
+            except subprocess.TimeoutExpired as e:
+                code, log = -9, (e.stdout or b"").decode(errors="replace") + "\n(timed out)"
         wall = time.perf_counter() - t0
         return RunResult(code, wall, log, read_peaks(peak, processes),
-                         tuple(read_peaks(peak, processes, "peak_reserved_gib")))
+                         tuple(read_peaks(peak, processes, "peak_reserved_gib")),
+                         gpu.samples())
 
 
 def read_peaks(prefix: Path, processes: int, key: str = "peak_gib") -> list:

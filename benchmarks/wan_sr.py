@@ -25,8 +25,8 @@ from Wan_SR.models.draft import build_draft, load_draft, select_blocks
 from Wan_SR.models.lora import load_base_checkpoint
 from Wan_SR.models.offload import HostCopy, stream_text_encoder
 from Wan_SR.models.ram import REAL_RAM, RAMTagger
-from Wan_SR.models.wan import (load_dit, load_safetensors, vae_decode, vae_encode,
-                               widen_patch_embedding)
+from Wan_SR.models.wan import (load_dit, load_safetensors, place_latent_scale, vae_decode,
+                               vae_encode, widen_patch_embedding)
 from Wan_SR.sampling.pipeline import PSSRPipeline, SamplingConfig, pad_tile
 from Wan_SR.sampling.speculative import base_step, draft_step, draft_steps
 from Wan_SR.sampling.speed import attention_context, compile_vae_norms, vae_channels_last
@@ -52,6 +52,7 @@ def random_vae(size: str, device, dtype) -> torch.nn.Module:
     with torch.device(device):
         vae = WanVideoVAE(z_dim=16)
         vae.model = VideoVAE_(**(REAL_VAE if size == "real" else TINY_VAE))
+    place_latent_scale(vae, device)
     return vae.to(dtype).eval().requires_grad_(False)
 
 

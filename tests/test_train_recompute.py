@@ -230,11 +230,11 @@ def test_a_compiled_run_keeps_its_losses(tiny_paths, data, tmp_path, aot_eager):
 
 def test_compile_setting_auto_compiles_on_recent_gpus_only():
     from Wan_SR.training.models import wants_compile
-    from Wan_SR.training.options import compile_setting
+    from Wan_SR.training.options import auto_setting
 
-    assert [compile_setting(v) for v in ("auto", "True", "false", True, "1")] == [
+    assert [auto_setting(v) for v in ("auto", "True", "false", True, "1")] == [
         "auto", True, False, True, True]
     with pytest.raises(ValueError, match="--compile 'sometimes'"):
-        compile_setting("sometimes")
+        auto_setting("sometimes")
     assert wants_compile("auto", "cpu") is False  # the CPU: plain blocks
     assert wants_compile("True", "cpu") is True and wants_compile(False, "cpu") is False

@@ -286,7 +286,16 @@ def load_vae(path: str | os.PathLike, dtype=torch.float32, device="cpu"):
         vae.model = VideoVAE_(**cfg)
     vae.model.load_state_dict(sd, assign=True, strict=True)
     vae.config = cfg
+    place_latent_scale(vae, device)
     return vae.to(dtype=dtype, device=device).eval().requires_grad_(False)
+
+
+def place_latent_scale(vae, device) -> None:
+    """The VAE's latent mean and 1/std (plain tensors, not buffers: ``vae.to`` leaves them on
+    the CPU) on ``device``, so an encode or decode there copies nothing from the host (a copy a
+    CUDA graph's capture would not allow)."""
+    vae.mean, vae.std = vae.mean.to(device), vae.std.to(device)
+    vae.scale = [s.to(device) for s in vae.scale]
 
 
 def use_fast_vae(vae, x: torch.Tensor, fast: Optional[bool] = None) -> bool:

@@ -27,7 +27,7 @@ from Wan_SR.models.lora import export_base_state_dict
 from Wan_SR.sampling.speculative import BaseStepOutput, base_step
 from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints, losses
-from .build import Inputs, Parts, build_lpips, build_parts
+from .build import Inputs, Parts, build_parts, build_pixel_loss
 from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_terms
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
@@ -91,8 +91,7 @@ class BaseModels:
     reg: Optional[Trained]            # module: RegulariserLoss, net: dit_update
     disc: Optional[Trained]           # module: DiscriminatorLoss, net: LatentDiscriminator
     timeline: FlowTimeline
-    vae: torch.nn.Module
-    lpips: Optional[torch.nn.Module]  # with the pixel LPIPS loss
+    pixel: Optional[losses.PixelLoss]  # with the pixel losses
     dit_fix: Optional[torch.nn.Module]   # the regulariser's frozen DiT
     negative: Optional[torch.Tensor]  # text context of its guidance's negative prompt
 
@@ -114,14 +113,14 @@ def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
     disc = LatentDiscriminator().to(dev) if o.discriminator() else None
     negative = p.inputs.contexts.get([o.negative_prompt]) \
         if upd is not None and o.cfg_scale != 1 else None
-    lpips = build_lpips(o, dev)
+    pixel = build_pixel_loss(o, opt.cuda_graphs, p.inputs.vae, dev)
     lr, warmup = opt.learning_rate, opt.lr_warmup_steps
     base = prepare_trained(p.acc, BaseStep(dit, tl, o.timestep_base, ck), dit, lr, warmup)
     reg = None if upd is None else \
         prepare_trained(p.acc, RegulariserLoss(upd, tl, ck), upd, lr, warmup)
     disc = None if disc is None else \
         prepare_trained(p.acc, DiscriminatorLoss(disc), disc, opt.learning_rate_disc, None)
-    return BaseModels(base, reg, disc, tl, p.inputs.vae, lpips, fix, negative)
+    return BaseModels(base, reg, disc, tl, pixel, fix, negative)
 
 
 @dataclass
@@ -191,8 +190,8 @@ def train_step(m: BaseModels, inputs: Inputs, u: Updates, o: BaseLossOptions, st
                 # 3. the losses, each with its weight (all logged; weight 0: not trained)
                 terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, z_h))]
                 if d.crop is not None:
-                    terms += losses.pixel_terms(m.vae, m.lpips, x0, hq, d.crop,
-                                                o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                    terms += m.pixel.terms(x0, hq, d.crop, o.alpha_pixel_l2,
+                                           o.alpha_pixel_lpips)
                     u.mark("pixel losses (VAE decode, LPIPS)")
                 if d.reg_t is not None and multi_frame:
                     terms.append(("loss_reg", o.alpha_reg, losses.regulariser(

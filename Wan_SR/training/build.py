@@ -21,8 +21,9 @@ from Wan_SR.models.tagger import load_tagger, pick_frame, prompt_with_tags
 from Wan_SR.models.text import PromptEncoder
 from Wan_SR.models.wan import WanFiles, load_vae, vae_encode
 from . import checkpoints
+from .losses import PixelLoss
 from .lpips import load_lpips
-from .options import DataOptions, LossOptions, ModelOptions, OptimOptions
+from .options import DataOptions, LossOptions, ModelOptions, OptimOptions, auto_setting
 from .recompute import Recompute
 
 log = logging.getLogger(__name__)
@@ -190,11 +191,17 @@ def build_inputs(acc, m: ModelOptions, deg_file: str, files, data_prompts, extra
     return Inputs(vae, degrade, tagger, contexts, m.tag_source, dev, dtype)
 
 
-def build_lpips(o: LossOptions, device):
-    """The frozen LPIPS network when the pixel LPIPS loss is on, else None."""
-    if not o.lpips():
+def build_pixel_loss(o: LossOptions, cuda_graphs, vae, device) -> Optional[PixelLoss]:
+    """The pixel losses through the frozen ``vae`` and, when the LPIPS loss is on, the frozen
+    LPIPS network; None when no pixel loss is on. ``cuda_graphs`` (``--cuda_graphs``): auto
+    replays them from CUDA graphs on a GPU."""
+    if not o.pixel():
         return None
-    return load_lpips(o.lpips_weights, device=device)
+    lpips = load_lpips(o.lpips_weights, device=device) if o.lpips() else None
+    graphs = auto_setting(cuda_graphs, "--cuda_graphs")
+    if graphs == "auto":
+        graphs = torch.device(device).type == "cuda"
+    return PixelLoss(vae, lpips, graphs=graphs)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -26,7 +27,7 @@ from Wan_SR.models.wan import load_dit
 from Wan_SR.sampling.speculative import base_step, draft_schedule, draft_step
 from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints, losses
-from .build import Inputs, Parts, build_lpips, build_parts
+from .build import Inputs, Parts, build_parts, build_pixel_loss
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .models import compile_dits, upcast_trainable, wants_compile
 from .options import DraftOptions, DraftTrainConfig, LossOptions
@@ -62,8 +63,7 @@ class DraftModels:
     draft: Trained                    # module: DraftStep
     base: torch.nn.Module             # frozen, the trained base merged
     timeline: FlowTimeline
-    vae: torch.nn.Module
-    lpips: object                     # with the pixel LPIPS loss, else None
+    pixel: Optional[losses.PixelLoss]  # with the pixel losses, else None
 
 
 def build_models(p: Parts, cfg: DraftTrainConfig) -> DraftModels:
@@ -86,10 +86,11 @@ def build_models(p: Parts, cfg: DraftTrainConfig) -> DraftModels:
              len(base.blocks), draft.block_ids, dr.k_select, dr.draft_condition)
     if wants_compile(opt.compile, p.acc.device):
         compile_dits(base, draft)
-    tl, lpips = FlowTimeline(), build_lpips(cfg.loss, p.acc.device)
+    tl = FlowTimeline()
+    pixel = build_pixel_loss(cfg.loss, opt.cuda_graphs, p.inputs.vae, p.acc.device)
     module = DraftStep(draft, tl, p.recompute)
     trained = prepare_trained(p.acc, module, draft, opt.learning_rate, opt.lr_warmup_steps)
-    return DraftModels(trained, base, tl, p.inputs.vae, lpips)
+    return DraftModels(trained, base, tl, pixel)
 
 
 @dataclass
@@ -134,8 +135,8 @@ def train_step(m: DraftModels, inputs: Inputs, u: Updates, o: LossOptions, dr: D
                     # 3. the losses, each with its weight
                     terms = [("loss_l2", o.alpha_l2, losses.latent_l2(x0, r.z_h))]
                     if crop is not None:
-                        terms += losses.pixel_terms(m.vae, m.lpips, x0, r.hq, crop,
-                                                    o.alpha_pixel_l2, o.alpha_pixel_lpips)
+                        terms += m.pixel.terms(x0, r.hq, crop, o.alpha_pixel_l2,
+                                               o.alpha_pixel_lpips)
                         u.mark("pixel losses (VAE decode, LPIPS)")
                 loss = losses.weighted_sum(terms)
                 if step in inject_nan_at:  # tests of the NaN guard

@@ -16,6 +16,7 @@ from Wan_SR.models.dit import dit_forward
 from Wan_SR.models.wan import vae_decode
 from Wan_SR.sampling.speculative import guided
 from Wan_SR.sampling.timeline import FlowTimeline
+from .graphs import Graphed
 
 # The regulariser's timestep is redrawn while it falls outside [REG_T_MIN, REG_T_MAX].
 REG_T_MIN, REG_T_MAX = 20.0, 980.0
@@ -44,9 +45,21 @@ def pixel_losses(decode: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tenso
     gradients flow to ``x0``) and compare it with the same region of ``hq`` (B,3,F,H,W) in
     [-1, 1] (rows ``scale*top ...``): ``loss_pixel_l2`` = mse, ``loss_pixel_lpips`` = mean over
     frames of LPIPS (when ``lpips`` is given); both in float32."""
+    return crop_losses(decode, *crops(x0, hq, box, scale), lpips)
+
+
+def crops(x0: torch.Tensor, hq: torch.Tensor, box: tuple[int, int, int, int], scale: int = 8
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latent crop ``box`` of ``x0`` and the same region of ``hq`` (x ``scale`` pixels)."""
     top, left, ch, cw = box
-    dec = decode(x0[..., top:top + ch, left:left + cw])
-    ref = hq[..., scale * top:scale * (top + ch), scale * left:scale * (left + cw)]
+    return (x0[..., top:top + ch, left:left + cw],
+            hq[..., scale * top:scale * (top + ch), scale * left:scale * (left + cw)])
+
+
+def crop_losses(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor,
+                ref: torch.Tensor, lpips: Optional[Callable] = None) -> dict:
+    """:func:`pixel_losses` of a latent crop ``z`` and its HQ region ``ref``."""
+    dec = decode(z)
     if dec.shape != ref.shape:
         raise ValueError(f"decoded crop {tuple(dec.shape)} and HQ crop {tuple(ref.shape)} differ")
     out = {"loss_pixel_l2": torch.mean((dec.float() - ref.float()) ** 2)}
@@ -63,13 +76,27 @@ def decode_native(vae, z: torch.Tensor) -> torch.Tensor:
         return vae_decode(vae, z)
 
 
-def pixel_terms(vae, lpips, x0: torch.Tensor, hq: torch.Tensor, box, alpha_l2: float,
-                alpha_lpips: float) -> list:
-    """The :func:`pixel_losses` of the crop ``box`` decoded by the frozen ``vae`` as weighted
-    terms: ``loss_pixel_l2`` and, with an LPIPS network, ``loss_pixel_lpips``."""
-    out = pixel_losses(lambda z: decode_native(vae, z), x0, hq, box, lpips)
-    weights = {"loss_pixel_l2": alpha_l2, "loss_pixel_lpips": alpha_lpips}
-    return [(name, weights[name], value) for name, value in out.items()]
+class PixelLoss:
+    """The trainers' pixel losses: :func:`pixel_losses` through the frozen ``vae`` (decoded in
+    its own dtype) and ``lpips`` (None: no LPIPS term). With ``graphs`` the crop's decode and
+    LPIPS, forward and backward, replay from CUDA graphs on a GPU (:class:`Graphed`: one capture
+    per crop shape; thousands of small kernels otherwise launched one by one); same values."""
+
+    def __init__(self, vae, lpips: Optional[Callable] = None, graphs: bool = False):
+        self.vae, self.lpips = vae, lpips
+        self.run = Graphed(self._losses, name="pixel losses") if graphs else self._losses
+
+    def _losses(self, z: torch.Tensor, ref: torch.Tensor) -> tuple:
+        return tuple(crop_losses(lambda q: decode_native(self.vae, q), z, ref,
+                                 self.lpips).values())
+
+    def terms(self, x0: torch.Tensor, hq: torch.Tensor, box, alpha_l2: float,
+              alpha_lpips: float) -> list:
+        """The losses of the crop ``box`` as weighted terms: ``loss_pixel_l2`` and, with an
+        LPIPS network, ``loss_pixel_lpips``."""
+        values = self.run(*crops(x0, hq, box))
+        weights = {"loss_pixel_l2": alpha_l2, "loss_pixel_lpips": alpha_lpips}
+        return [(name, weights[name], v) for name, v in zip(weights, values)]
 
 
 def weighted_sum(terms) -> Optional[torch.Tensor]:

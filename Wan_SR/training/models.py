@@ -13,7 +13,7 @@ import torch
 from Wan_SR.models.lora import CheckpointMismatchError, inject_lora
 from Wan_SR.models.wan import load_dit, load_safetensors, require_file, widen_patch_embedding
 from Wan_SR.sampling.speed import compile_blocks
-from .options import compile_setting
+from .options import auto_setting
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ COMPILE_VARIANTS = 32  # graphs torch.compile may keep per code: every block sha
 
 
 def wants_compile(setting, device) -> bool:
-    """Whether ``--compile`` (:func:`~Wan_SR.training.options.compile_setting`) compiles on
+    """Whether ``--compile`` (:func:`~Wan_SR.training.options.auto_setting`) compiles on
     ``device``: auto on CUDA GPUs of compute capability 8.0 or newer."""
-    value = compile_setting(setting)
+    value = auto_setting(setting, "--compile")
     if value != "auto":
         return value
     device = torch.device(device)

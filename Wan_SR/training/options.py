@@ -192,18 +192,19 @@ def checkpointing_setting(value) -> "str | int":
                      "or a number of blocks")
 
 
-COMPILE_WORDS = {"auto": "auto", "true": True, "1": True, "yes": True, "false": False,
-                 "0": False, "no": False}
+AUTO_WORDS = {"auto": "auto", "true": True, "1": True, "yes": True, "false": False,
+              "0": False, "no": False}
 
 
-def compile_setting(value) -> "str | bool":
-    """``--compile`` as ``"auto"``, True or False."""
+def auto_setting(value, option: str = "--compile") -> "str | bool":
+    """An ``auto|True|False`` option (``--compile``, ``--cuda_graphs``) as ``"auto"``, True or
+    False."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text not in COMPILE_WORDS:
-        raise ValueError(f"--compile {value!r}: expected auto, True or False")
-    return COMPILE_WORDS[text]
+    if text not in AUTO_WORDS:
+        raise ValueError(f"{option} {value!r}: expected auto, True or False")
+    return AUTO_WORDS[text]
 
 
 @dataclass
@@ -228,6 +229,9 @@ class OptimOptions:
                                "the first step, ~17 s, cached on disk for later runs): auto (on "
                                "GPUs of compute capability 8.0 or newer; not on the CPU), True "
                                "or False", const="True")
+    cuda_graphs: str = opt("auto", "replay the pixel losses (the crop's VAE decode and LPIPS, "
+                                   "forward and backward) from CUDA graphs, captured once per "
+                                   "crop shape: auto (on GPUs), True or False", const="True")
     gradient_accumulation_steps: int = opt(1, "samples per process whose gradients are summed "
                                               "into one update (accelerate's accumulation); "
                                               "steps, --save_steps and --max_train_steps count "
@@ -248,7 +252,8 @@ class OptimOptions:
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ValueError("--max_grad_norm and --lr_warmup_steps must be >= 0")
         checkpointing_setting(self.gradient_checkpointing)
-        compile_setting(self.compile)
+        auto_setting(self.compile, "--compile")
+        auto_setting(self.cuda_graphs, "--cuda_graphs")
         if self.memory_target < 0:
             raise ValueError("--memory_target must be >= 0")
 

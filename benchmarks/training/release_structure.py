@@ -8,6 +8,7 @@ What the release does (and this run does too) where we differ for speed or memor
   autocasts its discriminator), AdamW's default (unfused) kernels;
 - every DiT block recomputed in the backward (``--gradient_checkpointing full``);
 - torch's default attention kernel order (we put cuDNN's first);
+- the pixel losses launched kernel by kernel (``--cuda_graphs False``, set by ``trainers.py``);
 - the base step records the hidden states entering every odd block (its ``k_select`` default 2:
   15 clones that base training never uses);
 - the 11 GB umT5 encoder resident on the GPU through training (base and draft), and in the draft

@@ -4,8 +4,9 @@ checkpoints of the real Wan2.1-1.3B sizes, clips of videos_for_test/input cover-
 of --shapes, the published loss weights (LPIPS with random VGG weights), no tags.
 
 Per trainer, shape and run (``--base_runs`` / ``--draft_runs``: a list of
-``SETTING[+compile][@GIB][:STEPS]``, SETTING a --gradient_checkpointing value (``+compile``: with
---compile), GIB a memory target with the allocator capped there, as on a smaller card; and with --gpus N the first run again on N
+``SETTING[+compile][+nographs][@GIB][:STEPS]``, SETTING a --gradient_checkpointing value
+(``+compile``: with --compile; ``+nographs``: --cuda_graphs False, the pixel losses launched
+kernel by kernel), GIB a memory target with the allocator capped there, as on a smaller card; and with --gpus N the first run again on N
 processes through torchrun): seconds per step (the median of the steps after the first, from the
 trainer's DEBUG log: a base step is one update of the base and one of the regulariser, a draft
 step three draft updates), samples/s and frames/s per GPU, the peak GPU memory of each process
@@ -66,7 +67,8 @@ def same_weights(prefix: str, n: int) -> dict:
 
 
 def parse_run(text: str, repeats: int) -> tuple:
-    """``SETTING[+compile][@GIB][:STEPS]`` -> (setting, memory target or None, steps)."""
+    """``SETTING[+FLAG...][@GIB][:STEPS]`` -> (setting with its flags, memory target or None,
+    steps)."""
     text, _, steps = text.partition(":")
     setting, _, gib = text.partition("@")
     return setting, float(gib) if gib else None, int(steps) if steps else repeats + 1
@@ -80,7 +82,10 @@ def train(launch: Launch, trainer: str, n: int, shape: tuple, data: dict, args,
     T, H, W = shape
     setting, target, steps = run
     label = setting + (f"@{target:g}" if target else "")
-    setting, compiled = setting.removesuffix("+compile"), setting.endswith("+compile")
+    setting, *flags = setting.split("+")
+    unknown = set(flags) - {"compile", "nographs"}
+    if unknown:
+        raise SystemExit(f"run {label!r}: unknown flag(s) {sorted(unknown)}")
     dst = fresh(launch.work / f"out_{trainer}_{T}x{H}x{W}_{n}_{label}")
     release = setting == "release"  # our trainer with the release's structure
     script = [RELEASE, trainer] if release else [ROOT / f"train_{trainer}.py"]
@@ -94,7 +99,8 @@ def train(launch: Launch, trainer: str, n: int, shape: tuple, data: dict, args,
               "--profile_step", min(args.profile_step, steps)]
     if target:
         script += ["--memory_target", target]
-    script += ["--compile", "True" if compiled else "False"]  # its default is auto
+    script += ["--compile", str("compile" in flags),  # its default is auto
+               "--cuda_graphs", str(not release and "nographs" not in flags)]
     if trainer == "draft":
         script += ["--load_model_base_from", launch.base_checkpoint]
     if args.quick:
@@ -167,7 +173,8 @@ def main(argv=None):
     p.add_argument("--trainers", default="base,draft")
     p.add_argument("--shapes", default="33x720x1280", help="clip shapes FRAMESxHEIGHTxWIDTH")
     p.add_argument("--base_runs", default="auto", help="runs of the base trainer, "
-                                                       "SETTING[+compile][@GIB][:STEPS], "
+                                                       "SETTING[+compile][+nographs][@GIB]"
+                                                       "[:STEPS], "
                                                        "comma-separated")
     p.add_argument("--draft_runs", default="auto", help="runs of the draft trainer, the same way")
     p.add_argument("--profile_step", type=int, default=2, help="the step each run profiles")
