@@ -138,3 +138,17 @@ def test_build_pixel_loss_follows_the_options(tiny_paths):
     assert isinstance(build_pixel_loss(no_lpips, "True", vae, "cpu").run, graphs.Graphed)
     with pytest.raises(ValueError, match="--cuda_graphs 'maybe'"):
         build_pixel_loss(no_lpips, "maybe", vae, "cpu")
+
+
+def test_a_failed_capture_falls_back_to_plain_calls(monkeypatch, caplog):
+    def refuse(fn, sample):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", refuse)
+    f = CpuGraphed(lambda a: (a * 2,))
+    a = torch.randn(3, requires_grad=True)
+    with caplog.at_level("WARNING"):
+        (y,) = f(a)
+        f(a)
+    assert torch.equal(y, (a * 2).detach()) and f.captures == 0
+    assert sum("capture failed" in r.message for r in caplog.records) == 1

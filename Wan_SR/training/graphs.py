@@ -64,7 +64,15 @@ class Graphed:
                              "graphs", self.name, self.max_graphs)
                     self._full_noted = True
                 return tuple(self.fn(*args))
-            graphed = self.graphs[key] = self._capture(args)
+            try:
+                graphed = self._capture(args)
+            except (RuntimeError, AssertionError) as e:  # a kernel that cannot be captured
+                log.warning("%s: CUDA graph capture failed (%s); they run without graphs",
+                            self.name, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                self.max_graphs = len(self.graphs)
+                self._full_noted = True
+                return tuple(self.fn(*args))
+            self.graphs[key] = graphed
             self.captures += 1
             log.debug("%s: captured for inputs %s", self.name, [tuple(a.shape) for a in args])
         self.replays += 1
