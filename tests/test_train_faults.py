@@ -172,3 +172,41 @@ def test_stale_partials_removed_and_tensorboard_not_doubled_after_resume(tiny_pa
     steps = [e.step for e in acc.Scalars("loss")]
     assert steps == [1, 2, 3, 4], steps
     assert [h["step"] for h in history(out)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_non_finite_loss_skips_the_update_and_is_counted_after_the_step(fused):
+    """Fused AdamW: skipped on the device (found_inf), counted by settle(); the plain optimiser
+    (the release's) skips on the host. Either way the weights, the moments and the step count
+    stay as they were, and the next finite loss updates."""
+    from types import SimpleNamespace
+
+    from Wan_SR.training.engine import Trained, Updates
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1, fused=fused or None)
+    acc = SimpleNamespace(sync_gradients=True, device=torch.device("cpu"), num_processes=1,
+                          backward=lambda loss: loss.backward(),
+                          clip_grad_norm_=torch.nn.utils.clip_grad_norm_)
+    model = Trained(net, net, list(net.parameters()), opt)
+    u = Updates(acc, max_grad_norm=1.0)
+    x = torch.randn(4, 3)
+
+    def update(scale):
+        u.backward(net(x).square().mean() * scale, model, 1, "test")
+        u.apply(model, 1, "test")
+
+    update(1.0)
+    after_one = [p.detach().clone() for p in net.parameters()]
+    moments = [opt.state[p]["exp_avg"].clone() for p in net.parameters()]
+    assert u.settle() == 0
+    update(float("nan"))
+    assert u.skipped == 0 and u.settle() == 1 and u.skipped == 1
+    assert all(torch.equal(a, p) for a, p in zip(after_one, net.parameters()))
+    assert all(torch.equal(m, opt.state[p]["exp_avg"]) for m, p in zip(moments, net.parameters()))
+    assert all(float(opt.state[p]["step"]) == 1 for p in net.parameters())
+    assert all(p.grad is None for p in net.parameters())
+    update(1.0)
+    assert u.settle() == 0 and not torch.equal(after_one[0], net.weight)
+    assert opt.defaults.get("fused") is (True if fused else None)

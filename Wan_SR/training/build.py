@@ -149,11 +149,13 @@ class Inputs:
         """``(hq, z_h, z_l, context)``; ``hq`` (B,3,T,H,W) in [-1,1]. LQ: the row's paired
         clip, else the degradation of the HQ clip (drawn from ``g``)."""
         hq01 = _to_unit(batch["video"], self.device)
+        hq = as_video(hq01).to(self.dtype)
+        # the HQ encode is queued first: the GPU runs it while the degradation draws its
+        # kernels on the CPU (nothing else draws from g in between)
+        z_h = vae_encode(self.vae, hq)
         lq = batch["LQ_video"]
         lq01 = _to_unit(lq, self.device) if isinstance(lq, torch.Tensor) else \
             self.degrade(hq01, generator=g).to(self.device)
-        hq = as_video(hq01).to(self.dtype)
-        z_h = vae_encode(self.vae, hq)
         z_l = vae_encode(self.vae, as_video(lq01).to(self.dtype))
         prompts = self.tagged_prompts(batch["prompt"], hq01 if self.tag_source == "hq" else lq01,
                                       g)

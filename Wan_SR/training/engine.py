@@ -65,10 +65,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def adamw(params, lr: float) -> torch.optim.Optimizer:
-    """AdamW as published: betas 0.9/0.999, eps 1e-8, weight decay 0.01; on a GPU the fused
-    kernel (one launch for every parameter; the same update up to rounding)."""
+    """AdamW as published: betas 0.9/0.999, eps 1e-8, weight decay 0.01; the fused kernel on
+    GPUs and CPUs (one launch for every parameter; the same update up to rounding), which can
+    also skip an update on the device (:meth:`Updates.apply`)."""
     params = list(params)
-    fused = bool(params) and all(p.is_cuda for p in params)
+    fused = bool(params) and all(p.device.type in ("cuda", "cpu") for p in params)
     return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
                              fused=fused or None)
 
@@ -182,16 +183,19 @@ class StepProfile:
 class Updates:
     """The guarded update of a trained model, the same decision on every process: a step's
     micro-batches add their gradients (accelerate's accumulation); a loss that is NaN/Inf on
-    any process skips the step's update on every process (checked once, in :meth:`apply`: the
-    step makes no host synchronisation before); else the gradients are clipped at
-    ``--max_grad_norm`` and the optimiser steps. ``skipped`` counts the skipped updates of the
-    run; ``profile`` times the phases of a profiled step (:meth:`mark`)."""
+    any process skips the step's update on every process; else the gradients are clipped at
+    ``--max_grad_norm`` and the optimiser steps. With the fused AdamW the decision is made on
+    the device (the kernel's ``found_inf``: the update and its step count are skipped), so the
+    step has no host synchronisation; :meth:`settle`, after the step, counts and reports the
+    skipped updates. ``skipped`` counts them over the run; ``profile`` times the phases of a
+    profiled step (:meth:`mark`)."""
 
     def __init__(self, acc, max_grad_norm: float, skipped: int = 0):
         self.acc, self.max_grad_norm = acc, max_grad_norm
         self.skipped = skipped
         self.profile = StepProfile()
         self._finite: Optional[torch.Tensor] = None
+        self._pending: list = []  # (step, what, 1.0 on the device when the update was skipped)
 
     def mark(self, phase: str) -> None:
         """The step's work since the previous mark was ``phase`` (profiled steps only)."""
@@ -218,17 +222,31 @@ class Updates:
         self.acc.backward(loss)
         self.mark(f"{what} backward")
 
-    def apply(self, model: Trained, step: int, what: str) -> bool:
+    def apply(self, model: Trained, step: int, what: str) -> None:
         """After the step's last micro-batch: clip and step, unless a loss of the step was
-        non-finite on some process (then the gradients are dropped on every process). Returns
-        True if the update was applied."""
+        non-finite on some process (then the gradients are dropped on every process)."""
         assert self.acc.sync_gradients, "apply() before the step's last micro-batch"
         finite, self._finite = self._finite, None
-        bad = self.any_process(finite is not None and not bool(finite))
-        if bad:
-            self.skipped += 1
-            log.warning("step %d: non-finite %s loss, update skipped (%d so far)", step, what,
-                        self.skipped)
+        bad = torch.zeros((), device=self.acc.device) if finite is None else \
+            (~finite).float()
+        if self.acc.num_processes > 1:
+            bad = (self.acc.reduce(bad.reshape(1), reduction="sum") > 0).float().reshape(())
+        inner = getattr(model.optimizer, "optimizer", model.optimizer)  # accelerate's wrapper
+        if inner.defaults.get("fused"):
+            # decided on the device: the fused kernel leaves everything as it was when
+            # found_inf is 1 (the clipping of non-finite gradients is then harmless)
+            if self.max_grad_norm > 0:
+                self.acc.clip_grad_norm_(model.params, self.max_grad_norm)
+            inner.found_inf = bad
+            try:
+                model.optimizer.step()
+            finally:
+                del inner.found_inf
+            if model.scheduler is not None:
+                model.scheduler.step()
+            self._pending.append((step, what, bad))
+        elif bool(bad):
+            self._pending.append((step, what, bad))
         else:
             if self.max_grad_norm > 0:
                 self.acc.clip_grad_norm_(model.params, self.max_grad_norm)
@@ -237,7 +255,19 @@ class Updates:
                 model.scheduler.step()
         model.optimizer.zero_grad(set_to_none=True)
         self.mark(f"{what} optimiser")
-        return not bad
+
+    def settle(self) -> int:
+        """After a step (its losses read, so nothing waits here): count and report the updates
+        it skipped. Returns their number."""
+        skipped = 0
+        for step, what, bad in self._pending:
+            if bool(bad):
+                skipped += 1
+                self.skipped += 1
+                log.warning("step %d: non-finite %s loss, update skipped (%d so far)", step,
+                            what, self.skipped)
+        self._pending.clear()
+        return skipped
 
 
 class LossHistory:
@@ -387,6 +417,7 @@ class Loop:
             with attention_context("auto", self.acc.device):
                 logs = self._mean(step_fn(step, micro, gens))
             log.debug("step %d: %.3f s", step, time.perf_counter() - t0)
+            self.updates.settle()
             if profiled or traced:
                 self._write_profile(step, "gpu_idle" if traced else "profile")
             self.recompute.settle()  # after the run's first step: the blocks kept from now on
