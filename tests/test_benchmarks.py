@@ -9,6 +9,7 @@ import pytest
 SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.memory",
            "inference.memory_profile",
            "inference.fusion", "inference.bf16_conformance", "training.trainers",
+           "training.pixel_graphs",
            "data.degradation", "data.tagger"]
 
 
@@ -121,3 +122,16 @@ def test_trainers_time_ours_beside_the_release_structure(tmp_path):
     assert summary["base_release_over_ours"] == pytest.approx(
         runs["release"]["s_per_step"] / runs["auto"]["s_per_step"])
     assert summary["base_first_losses_rel_diff_to_full"]["auto"] < 1e-5  # on the CPU: all recomputed
+
+
+def test_pixel_graphs_quick_run_compares_both_paths(tmp_path):
+    """Tiny sizes on the CPU (no graphs there: both paths run plainly): the two paths' losses and
+    gradients are compared over the same crops, and both are timed."""
+    from benchmarks.training import pixel_graphs
+
+    pixel_graphs.main(["--quick", "--repeats", "2", "--crop", "4",
+                       "--out", str(tmp_path / "pg.json")])
+    result = json.loads((tmp_path / "pg.json").read_text())
+    assert result["max_rel_diff_losses"] == 0 and result["max_rel_diff_gradient_norm"] == 0
+    assert len(result["plain_s"]["runs"]) == len(result["graphed_s"]["runs"]) == 2
+    assert result["graphs_used"] is False  # graphs need a GPU
