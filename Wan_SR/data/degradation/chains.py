@@ -99,8 +99,7 @@ class Degradation:
             sinc_prob=c["sinc_prob2"], pad=pad)
         ks = random_final_kernels(t, gen, sizes=list(range(7, pad + 1, 2)),
                                   final_sinc_prob=c["final_sinc_prob"], pad=pad)
-        f32 = dict(device=device, dtype=torch.float32)
-        return k1.to(**f32), k2.to(**f32), ks.to(**f32)
+        return tuple(ops.to_device(k, device, torch.float32) for k in (k1, k2, ks))
 
     def _mode(self, gen: torch.Generator) -> str:
         modes = self.config["interp_modes"]

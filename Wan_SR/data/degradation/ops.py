@@ -84,8 +84,19 @@ def filter2d(x: torch.Tensor, kernels: torch.Tensor, method: str = "auto") -> to
 # ----------------------------------------------------------------------------- noise
 
 
+def to_device(t: torch.Tensor, device, dtype=None) -> torch.Tensor:
+    """A small tensor made on the CPU (drawn values, kernels, tables) on ``device``, the same
+    values; to a GPU through pinned memory without waiting for it, so the training step that
+    degrades its clip queues its GPU work without a host synchronisation."""
+    t = t if dtype is None else t.to(dtype=dtype)
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _per_frame(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    return to_device(v, x.device, x.dtype).view(-1, 1, 1, 1)
 
 
 def gaussian_noise(x: torch.Tensor, sigma: torch.Tensor, gray: torch.Tensor,
@@ -159,10 +170,12 @@ def jpeg_tables(device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.T
     """(luma, chroma) 8x8 quantisation tables in the layout the DCT below indexes as
     [vertical frequency, horizontal frequency]. Like the release's DiffJPEG, the standard
     (Annex K) luminance table is applied transposed."""
-    luma = torch.tensor(_LUMA_TABLE, dtype=dtype, device=device).t().contiguous()
-    chroma = torch.full((8, 8), 99.0, dtype=dtype, device=device)
-    chroma[:4, :4] = torch.tensor(_CHROMA_CORNER, dtype=dtype, device=device).t()
-    return luma, chroma
+    luma = torch.tensor(_LUMA_TABLE, dtype=dtype).t().contiguous()
+    chroma = torch.full((8, 8), 99.0, dtype=dtype)
+    chroma[:4, :4] = torch.tensor(_CHROMA_CORNER, dtype=dtype).t()
+    if device is None:
+        return luma, chroma
+    return to_device(luma, device), to_device(chroma, device)
 
 
 def quality_to_scale(quality: torch.Tensor) -> torch.Tensor:
@@ -176,7 +189,7 @@ def _dct_matrix(device, dtype) -> torch.Tensor:
     k = torch.arange(8, dtype=torch.float64)
     c = torch.cos((2 * k[None, :] + 1) * k[:, None] * math.pi / 16) * 0.5
     c[0] /= math.sqrt(2)
-    return c.to(device=device, dtype=dtype)
+    return to_device(c, device, dtype)
 
 
 def _blocks(x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +247,7 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor, pad: str = "zero") -> torch.Ten
     cb = F.avg_pool2d(cb[:, None], 2)[:, 0]
     cr = F.avg_pool2d(cr[:, None], 2)[:, 0]
     luma_t, chroma_t = jpeg_tables(x.device)
-    scale = quality_to_scale(quality).to(device=x.device, dtype=torch.float32)
+    scale = to_device(quality_to_scale(quality), x.device, torch.float32)
     cmat = _dct_matrix(x.device, torch.float32)
     y = _code_plane(y, luma_t, scale, cmat)
     cb = _code_plane(cb, chroma_t, scale, cmat)
