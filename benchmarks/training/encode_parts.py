@@ -1,0 +1,105 @@
+"""Where does a training step's encoding go? ``Inputs.encode`` (Wan_SR/training/build.py: the
+HQ clip to [-1, 1], its VAE encode, the degradation, the LQ encode) on one 33x720x1280 clip,
+random VAE weights of the real sizes, bf16, the published degradation config, as the trainers
+run it; then each part alone (CUDA events, medians over --repeats), the VAE encode of the
+trainer's input layout against a contiguous and a channels-last one (same values?), and the
+kernels that take the encoding's time (profiler).
+
+    python benchmarks/training/encode_parts.py --light
+    python benchmarks/training/encode_parts.py --quick     # tiny VAE, CPU without a GPU
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
+from benchmarks import wan_sr as ws  # noqa: E402
+from benchmarks.common import (add_clip_shape, default_device, parse, parser, record,  # noqa: E402
+                               save, sync)
+from Wan_SR.data.degradation import Degradation  # noqa: E402
+from Wan_SR.models.wan import vae_encode  # noqa: E402
+from Wan_SR.training.build import Inputs, _to_unit, as_video  # noqa: E402
+
+NAME = "training/encode_parts"
+CONFIG = Path(__file__).resolve().parents[2] / "config" / "degradation_pssr.yml"
+
+
+class NoPrompts:
+    def get(self, prompts):
+        return None
+
+
+def seconds(fn, device, repeats: int) -> dict:
+    """Median and runs of ``fn()``'s time (synchronised before and after), after one warm-up."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(round(time.perf_counter() - t0, 4))
+    return {"median_s": statistics.median(out), "runs": out}
+
+
+def top_kernels(fn, n: int = 12) -> list:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:n]
+    total = sum(e.device_time_total for e in prof.key_averages())
+    return [{"kernel": e.key[:120], "ms": round(e.device_time_total / 1e3, 2),
+             "share": round(e.device_time_total / total, 3), "calls": e.count} for e in rows]
+
+
+def main(argv=None):
+    p = parser(__doc__, repeats=5, unit="calls of each part",
+               quick="tiny VAE, 9x64x64 clip, CPU without a GPU")
+    add_clip_shape(p)
+    args = parse(p, argv)
+    device = default_device()
+    size = "tiny" if args.quick else "real"
+    T, H, W = (9, 64, 64) if args.quick else (args.frames, args.height, args.width)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.backends.cudnn.benchmark = device == "cuda"
+    vae = ws.random_vae(size, device, dtype)
+    inputs = Inputs(vae, Degradation(CONFIG), None, NoPrompts(), "hq", torch.device(device),
+                    dtype)
+    g = torch.Generator().manual_seed(0)
+    frames = (torch.rand(1, T, 3, H, W, generator=g) * 255).to(torch.uint8).to(device)
+    batch = {"video": frames, "LQ_video": None, "prompt": ["x"]}
+    result = record(args, device)
+
+    gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    hq01 = _to_unit(frames, device)
+    hq = as_video(hq01).to(dtype)
+    parts = {
+        "inputs_encode": lambda: inputs.encode(batch, gen()),
+        "to_unit_and_layout": lambda: as_video(_to_unit(frames, device)).to(dtype),
+        "vae_encode": lambda: vae_encode(vae, hq),
+        "degradation": lambda: inputs.degrade(hq01, generator=gen()),
+        "vae_encode_contiguous_input": lambda: vae_encode(vae, hq.contiguous()),
+    }
+    if hq.dim() == 5:
+        cl = hq.contiguous(memory_format=torch.channels_last_3d)
+        parts["vae_encode_channels_last_input"] = lambda: vae_encode(vae, cl)
+    result["seconds"] = {k: seconds(fn, device, args.repeats) for k, fn in parts.items()}
+    ref = vae_encode(vae, hq)
+    result["same_latents"] = {
+        "contiguous": bool(torch.equal(ref, vae_encode(vae, hq.contiguous()))),
+        "channels_last": bool(torch.equal(ref, vae_encode(vae, cl)))}
+    result["input_strides"] = list(hq.stride())
+    if device == "cuda":
+        result["inputs_encode_top_kernels"] = top_kernels(parts["inputs_encode"])
+    save(result, args, NAME)
+
+
+if __name__ == "__main__":
+    main()
