@@ -9,7 +9,7 @@ import pytest
 SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.memory",
            "inference.memory_profile",
            "inference.fusion", "inference.bf16_conformance", "training.trainers",
-           "training.pixel_graphs",
+           "training.pixel_graphs", "training.encode_parts",
            "data.degradation", "data.tagger"]
 
 
@@ -135,3 +135,14 @@ def test_pixel_graphs_quick_run_compares_both_paths(tmp_path):
     assert result["max_rel_diff_losses"] == 0 and result["max_rel_diff_gradient_norm"] == 0
     assert len(result["plain_s"]["runs"]) == len(result["graphed_s"]["runs"]) == 2
     assert result["graphs_used"] is False  # graphs need a GPU
+
+
+def test_encode_parts_quick_run_times_each_part(tmp_path):
+    """Tiny sizes on the CPU: every part is timed and the VAE encode gives the same latents
+    whatever the input's memory layout."""
+    from benchmarks.training import encode_parts
+
+    encode_parts.main(["--quick", "--repeats", "1", "--out", str(tmp_path / "ep.json")])
+    result = json.loads((tmp_path / "ep.json").read_text())
+    assert set(result["seconds"]) >= {"inputs_encode", "vae_encode", "degradation"}
+    assert result["same_latents"] == {"contiguous": True, "channels_last": True}
