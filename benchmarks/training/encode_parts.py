@@ -10,9 +10,7 @@ kernels that take the encoding's time (profiler).
 """
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -20,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.common import (add_clip_shape, default_device, parse, parser, record,  # noqa: E402
-                               save, sync)
+                               save, timeit)
 from Wan_SR.data.degradation import Degradation  # noqa: E402
 from Wan_SR.models.wan import vae_encode  # noqa: E402
 from Wan_SR.training.build import Inputs, _to_unit, as_video  # noqa: E402
@@ -32,19 +30,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "degradation_pssr.yml"
 class NoPrompts:
     def get(self, prompts):
         return None
-
-
-def seconds(fn, device, repeats: int) -> dict:
-    """Median and runs of ``fn()``'s time (synchronised before and after), after one warm-up."""
-    fn()
-    out = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(round(time.perf_counter() - t0, 4))
-    return {"median_s": statistics.median(out), "runs": out}
 
 
 def top_kernels(fn, n: int = 12) -> list:
@@ -90,7 +75,7 @@ def main(argv=None):
     if hq.dim() == 5:
         cl = hq.contiguous(memory_format=torch.channels_last_3d)
         parts["vae_encode_channels_last_input"] = lambda: vae_encode(vae, cl)
-    result["seconds"] = {k: seconds(fn, device, args.repeats) for k, fn in parts.items()}
+    result["seconds"] = {k: timeit(fn, device, args.repeats, warmup=1) for k, fn in parts.items()}
     ref = vae_encode(vae, hq)
     result["same_latents"] = {
         "contiguous": bool(torch.equal(ref, vae_encode(vae, hq.contiguous()))),

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.common import (add_clip_shape, default_device, parse, parser, peak_gib,  # noqa: E402
-                               record, reset_peak, save, sync)
+                               record, reset_peak, save, sync, timeit)
 from Wan_SR.training.losses import PixelLoss, crop_box  # noqa: E402
 from Wan_SR.training.lpips import load_lpips  # noqa: E402
 
@@ -39,17 +39,6 @@ def one_pass(pl: PixelLoss, leaf: torch.Tensor, hq: torch.Tensor, box, dtype) ->
         terms = pl.terms(x0, hq, box, 1.0, 2.0)
     sum(w * v for _, w, v in terms).backward()
     return [v.detach().clone() for _, _, v in terms], leaf.grad.clone()
-
-
-def timed(fn, device, repeats: int) -> list:
-    out = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(round(time.perf_counter() - t0, 5))
-    return out
 
 
 def main(argv=None):
@@ -78,7 +67,8 @@ def main(argv=None):
     one_pass(plain, leaf, hq, boxes[0], dtype)  # cuDNN's autotuning, outside the timings
     reset_peak(device)
     it = iter(boxes * 2)
-    plain_s = timed(lambda: one_pass(plain, leaf, hq, next(it), dtype), device, args.repeats)
+    plain_s = timeit(lambda: one_pass(plain, leaf, hq, next(it), dtype), device, args.repeats,
+                     warmup=0)
     plain_peak = peak_gib(device)
     reset_peak(device)
     t0 = time.perf_counter()
@@ -86,7 +76,8 @@ def main(argv=None):
     sync(device)
     first_graphed = time.perf_counter() - t0
     it = iter(boxes * 2)
-    graphed_s = timed(lambda: one_pass(graphed, leaf, hq, next(it), dtype), device, args.repeats)
+    graphed_s = timeit(lambda: one_pass(graphed, leaf, hq, next(it), dtype), device, args.repeats,
+                       warmup=0)
     graphed_peak = peak_gib(device)
 
     # the same crops through both paths: values and gradients
@@ -98,15 +89,13 @@ def main(argv=None):
                                            for a, b in zip(va, vb)])
         worst_grad = max(worst_grad, ((ga - gb).norm() / gb.norm().clamp_min(1e-30)).item())
     runner = graphed.run
-    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     result.update({
         "shape": [frames, height, width], "latent_crop": args.crop,
         "graphs_used": getattr(runner, "replays", 0) > 0,
         "captures": getattr(runner, "captures", 0),
-        "plain_s": {"median_s": med(plain_s), "runs": plain_s},
-        "graphed_s": {"median_s": med(graphed_s), "runs": graphed_s},
+        "plain_s": plain_s, "graphed_s": graphed_s,
         "first_graphed_call_s": round(first_graphed, 3),
-        "graphed_over_plain": med(graphed_s) / med(plain_s),
+        "graphed_over_plain": graphed_s["median_s"] / plain_s["median_s"],
         "plain_peak_gib": plain_peak, "graphed_peak_gib": graphed_peak,
         "max_rel_diff_losses": worst_value, "max_rel_diff_gradient_norm": worst_grad,
     })
