@@ -56,6 +56,17 @@ def random_vae(size: str, device, dtype) -> torch.nn.Module:
     return vae.to(dtype).eval().requires_grad_(False)
 
 
+def training_vae(args) -> tuple:
+    """What the training benchmarks measure on: ``(device, (frames, height, width), dtype,
+    vae)``: a real-size random VAE in bf16 with cuDNN's autotuner on a GPU (the trainers'
+    settings), a tiny one in float32 on a 9x64x64 clip with ``--quick``."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    shape = (9, 64, 64) if args.quick else (args.frames, args.height, args.width)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.backends.cudnn.benchmark = device == "cuda"
+    return device, shape, dtype, random_vae("tiny" if args.quick else "real", device, dtype)
+
+
 def random_models(size: str, device, dtype, k_select: float = 1.5, seed: int = 0):
     """Random-weight base DiT (widened), draft, VAE and a prompt context with the real Wan2.1-1.3B
     shapes (``real``) or tiny ones: ``(base, draft, vae, context)``."""

@@ -17,8 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
-from benchmarks.common import (add_clip_shape, default_device, parse, parser, record,  # noqa: E402
-                               save, timeit)
+from benchmarks.common import add_clip_shape, parse, parser, record, save, timeit  # noqa: E402
 from Wan_SR.data.degradation import Degradation  # noqa: E402
 from Wan_SR.models.wan import vae_encode  # noqa: E402
 from Wan_SR.training.build import Inputs, _to_unit, as_video  # noqa: E402
@@ -49,12 +48,7 @@ def main(argv=None):
                quick="tiny VAE, 9x64x64 clip, CPU without a GPU")
     add_clip_shape(p)
     args = parse(p, argv)
-    device = default_device()
-    size = "tiny" if args.quick else "real"
-    T, H, W = (9, 64, 64) if args.quick else (args.frames, args.height, args.width)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = device == "cuda"
-    vae = ws.random_vae(size, device, dtype)
+    device, (T, H, W), dtype, vae = ws.training_vae(args)
     inputs = Inputs(vae, Degradation(CONFIG), None, NoPrompts(), "hq", torch.device(device),
                     dtype)
     g = torch.Generator().manual_seed(0)

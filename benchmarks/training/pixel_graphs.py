@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
-from benchmarks.common import (add_clip_shape, default_device, parse, parser, peak_gib,  # noqa: E402
+from benchmarks.common import (add_clip_shape, parse, parser, peak_gib,  # noqa: E402
                                record, reset_peak, save, sync, timeit)
 from Wan_SR.training.losses import PixelLoss, crop_box  # noqa: E402
 from Wan_SR.training.lpips import load_lpips  # noqa: E402
@@ -47,12 +47,7 @@ def main(argv=None):
     add_clip_shape(p)
     p.add_argument("--crop", type=int, default=20, help="latent crop side (default: 20)")
     args = parse(p, argv)
-    device = default_device()
-    size = "tiny" if args.quick else "real"
-    frames, height, width = (9, 64, 64) if args.quick else (args.frames, args.height, args.width)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.backends.cudnn.benchmark = device == "cuda"
-    vae = ws.random_vae(size, device, dtype)
+    device, (frames, height, width), dtype, vae = ws.training_vae(args)
     with tempfile.TemporaryDirectory() as tmp:
         ws.write_random_lpips_weights(Path(tmp) / "lpips")
         lpips = load_lpips(Path(tmp) / "lpips", device=device)
