@@ -9,6 +9,7 @@ below (which would otherwise load diffsynth's package ``__init__``).
 from __future__ import annotations
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from benchmarks import common  # noqa: F401  (first: --light, see above)
 from diffsynth.models.wan_video_dit import WanModel
@@ -20,7 +21,7 @@ from Wan_SR.core.options import DEFAULT_PROMPT
 from Wan_SR.data.degradation import Degradation
 from Wan_SR.data.video_io import iter_frames, read_video, write_video
 from Wan_SR.fusion.frequency import fuse_video
-from Wan_SR.models import vae_fast
+from Wan_SR.models import fp8, vae_fast
 from Wan_SR.models.draft import build_draft, load_draft, select_blocks
 from Wan_SR.models.lora import load_base_checkpoint
 from Wan_SR.models.offload import HostCopy, stream_text_encoder
@@ -37,7 +38,8 @@ from Wan_SR.testing.lpips import write_random_lpips_weights
 from Wan_SR.testing.ram import TINY_RAM
 
 __all__ = [  # what the benchmarks take from here besides the adapters below
-    "DEFAULT_PROMPT", "Degradation", "FlowTimeline", "HostCopy", "stream_text_encoder",
+    "DEFAULT_PROMPT", "Degradation", "SDPBackend", "fp8", "sdpa_kernel",
+    "vae_fast", "FlowTimeline", "HostCopy", "stream_text_encoder",
     "attention_context", "base_step", "compile_vae_norms", "configure_compile_caches",
     "draft_steps", "fuse_video",
     "iter_frames", "load_base_checkpoint", "load_dit", "load_draft", "load_safetensors",
@@ -180,6 +182,16 @@ def dit_sizes(pipe) -> dict:
 def pipeline_attention(pipe):
     """The attention choice ``pipe`` samples with, as a context."""
     return attention_context(pipe.attention, pipe.device)
+
+
+def set_rope(fn) -> None:
+    """Replace diffsynth's ``rope_apply`` (used by every self-attention) with ``fn``; None puts
+    diffsynth's own back."""
+    from diffsynth.models import wan_video_dit
+
+    if not hasattr(wan_video_dit, "_pssr_rope"):
+        wan_video_dit._pssr_rope = wan_video_dit.rope_apply
+    wan_video_dit.rope_apply = fn or wan_video_dit._pssr_rope
 
 
 def vae_round_once(flag: bool) -> None:

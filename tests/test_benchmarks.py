@@ -9,7 +9,7 @@ import pytest
 SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.memory",
            "inference.memory_profile",
            "inference.fusion", "inference.bf16_conformance", "training.trainers",
-           "training.pixel_graphs", "training.encode_parts",
+           "training.pixel_graphs", "training.encode_parts", "inference.step_parts",
            "data.degradation", "data.tagger"]
 
 
@@ -146,3 +146,42 @@ def test_encode_parts_quick_run_times_each_part(tmp_path):
     result = json.loads((tmp_path / "ep.json").read_text())
     assert set(result["seconds"]) >= {"inputs_encode", "vae_encode", "degradation"}
     assert result["same_latents"] == {"contiguous": True, "channels_last": True}
+
+
+def test_step_parts_quick_run_measures_every_part(tmp_path):
+    """Tiny sizes on the CPU: the FP8 attention's emulation is timed and its error given, the
+    VAE's longer steps give the same values, and the steps run with FP8 linears."""
+    from benchmarks.inference import step_parts
+
+    step_parts.main(["--quick", "--repeats", "1", "--parts", "attention,vae,steps",
+                     "--out", str(tmp_path / "sp.json")])
+    result = json.loads((tmp_path / "sp.json").read_text())
+    assert 0 < result["attention"]["rel_err_vs_fp32"]["fp8"] < 0.1
+    assert result["attention"]["kernel_vs_emulation_rel"] == 0  # the CPU runs the emulation
+    for part, ref in (("encode", "max_abs_diff_to_4"), ("decode", "max_abs_diff_to_1")):
+        diffs = [v[ref] for v in result["vae"][part].values() if ref in v]
+        assert len(diffs) == 3 and max(diffs) < 1e-5
+    assert result["steps"]["fp8_linears"]["base_x0_rel_err_vs_bf16"] > 0
+
+
+def test_fp8_attention_ignores_shared_key_and_value_offsets():
+    """The experiment's quantisation subtracts K's and V's means over the tokens: a softmax is
+    blind to a key offset shared by all tokens, and a value offset comes out added once, so
+    both leave the FP8 result as it was (to float rounding); and it is near float attention."""
+    import torch
+
+    from benchmarks.inference import fp8_attention as fa
+
+    g = torch.Generator().manual_seed(0)
+    B, L, H, D = 1, 200, 2, 128
+    q, k, v = (torch.randn(B, L, H * D, generator=g) for _ in range(3))
+    c = torch.randn(1, 1, H * D, generator=g) * 3
+    out = fa.attention_fp8(q, k, v, H)
+    assert torch.allclose(fa.attention_fp8(q, k + c, v, H), out, atol=1e-4)
+    assert torch.allclose(fa.attention_fp8(q, k, v + c, H), out + c, atol=1e-4)
+    h = [x.view(B, L, H, D).transpose(1, 2) for x in (q, k, v)]
+    ref = torch.nn.functional.scaled_dot_product_attention(*h).transpose(1, 2).reshape(B, L, -1)
+    assert ((out - ref).norm() / ref.norm()) < 0.08
+    q8, qs, k8, ks, vt8, vs, vm = fa.quantize(q, k, v, H)
+    assert q8.dtype == fa.E4M3 and q8.shape == (B * H, 256, D) and vt8.shape == (B * H, D, 256)
+    assert (q8[:, L:].float() == 0).all() and (qs[:, L:] == 0).all()

@@ -42,6 +42,27 @@ def test_encode_decode_equal_the_reference(vae, frames, h, w):
     assert torch.allclose(x, x_ref, atol=1e-5, rtol=1e-5)
 
 
+def test_longer_steps_compute_the_same(vae):
+    """More frames per encoder step or latents per decoder step (vae_fast.encode/decode's
+    frames_per_step / latents_per_step): the causal caches carry what a step needs, so the
+    results equal the reference's step sizes (4 frames, 1 latent) to float rounding."""
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(1, 3, 21, 32, 32, generator=g) * 2 - 1
+    z = vae_fast.encode(vae, video)
+    assert torch.allclose(z, vae_encode(vae, video, fast=False), atol=1e-5, rtol=1e-5)
+    for n in (8, 12, 20):
+        assert torch.allclose(vae_fast.encode(vae, video, n), z, atol=1e-5, rtol=1e-5)
+    x = vae_fast.decode(vae, z)
+    for n in (2, 3, 5):
+        assert torch.allclose(vae_fast.decode(vae, z, n), x, atol=1e-5, rtol=1e-5)
+    assert vae_fast.latent_steps(6, 2) == [(0, 1), (1, 3), (3, 5), (5, 6)]
+    assert vae_fast.latent_steps(1, 4) == [(0, 1)]
+    with pytest.raises(ValueError, match="multiple of 4"):
+        vae_fast.encode(vae, video, 6)
+    with pytest.raises(ValueError, match=">= 1"):
+        vae_fast.latent_steps(6, 0)
+
+
 def test_bf16_stays_within_rounding(vae):
     v16 = tiny_vae(dtype=torch.bfloat16)
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1

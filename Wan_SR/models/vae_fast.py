@@ -298,22 +298,36 @@ def supported(vae) -> bool:
 
 
 @torch.no_grad()
-def encode(vae, video: torch.Tensor) -> torch.Tensor:
-    """Like ``VideoVAE_.encode(video, vae.scale)``: (B,3,T,H,W) in [-1,1] -> normalised latents."""
+def encode(vae, video: torch.Tensor, frames_per_step: int = 4) -> torch.Tensor:
+    """Like ``VideoVAE_.encode(video, vae.scale)``: (B,3,T,H,W) in [-1,1] -> normalised latents.
+    Frame 0 alone, then ``frames_per_step`` frames per step (a multiple of 4; the reference
+    steps 4 at a time: the same math, as the causal caches carry what a step needs)."""
+    if frames_per_step % 4:
+        raise ValueError(f"frames_per_step must be a multiple of 4, got {frames_per_step}")
     model = vae.model
     state = State()
-    outs = []
+    outs = [encoder_step(state, model.encoder, video[:, :, :1])]
     T = video.shape[2]
-    for i in range(1 + (T - 1) // 4):
-        chunk = video[:, :, :1] if i == 0 else video[:, :, 1 + 4 * (i - 1):1 + 4 * i]
-        outs.append(encoder_step(state, model.encoder, chunk))
+    for t in range(1, T - (T - 1) % 4, frames_per_step):
+        outs.append(encoder_step(state, model.encoder,
+                                 video[:, :, t:min(t + frames_per_step, T - (T - 1) % 4)]))
     mu, _log_var = _pointwise_conv(model.conv1, torch.cat(outs, 2)).chunk(2, dim=1)
     mean, inv_std = latent_scale(vae, mu)
     return (mu - mean) * inv_std
 
 
+def latent_steps(length: int, latents_per_step: int = 1) -> list:
+    """The decoder's steps over ``length`` latent frames as (start, stop): the first latent
+    alone, then ``latents_per_step`` at a time (the reference decodes one at a time: the same
+    math, as the causal caches carry what a step needs)."""
+    if latents_per_step < 1:
+        raise ValueError(f"latents_per_step must be >= 1, got {latents_per_step}")
+    return [(0, min(1, length))] + [(i, min(i + latents_per_step, length))
+                                    for i in range(1, length, latents_per_step)]
+
+
 @torch.no_grad()
-def decode(vae, z: torch.Tensor) -> torch.Tensor:
+def decode(vae, z: torch.Tensor, latents_per_step: int = 1) -> torch.Tensor:
     """Like ``VideoVAE_.decode(z, vae.scale)`` (not clamped): latents -> (B,3,T,H,W)."""
     model = vae.model
     mean, inv_std = latent_scale(vae, z)
@@ -321,8 +335,8 @@ def decode(vae, z: torch.Tensor) -> torch.Tensor:
     state = State()
     out = None
     t = 0
-    for i in range(x.shape[2]):
-        y = decoder_step(state, model.decoder, x[:, :, i:i + 1])
+    for i, j in latent_steps(x.shape[2], latents_per_step):
+        y = decoder_step(state, model.decoder, x[:, :, i:j])
         if out is None:
             B, C, _, H, W = y.shape
             out = torch.empty((B, C, 1 + 4 * (x.shape[2] - 1), H, W), dtype=y.dtype,
