@@ -189,6 +189,22 @@ def timeit(fn, device, repeats: int = 5, warmup: int = 2) -> dict:
     return summary(ts)
 
 
+def top_kernels(fn, n: int = 12) -> list:
+    """The ``n`` CUDA kernels that take most of one ``fn()``'s GPU time (profiler): each with its
+    milliseconds, share of the total and calls, most first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    total = sum(e.device_time_total for e in events) or 1.0
+    events.sort(key=lambda e: -e.device_time_total)
+    return [{"kernel": e.key[:120], "ms": round(e.device_time_total / 1e3, 3),
+             "share": round(e.device_time_total / total, 3), "calls": e.count}
+            for e in events[:n]]
+
+
 def peak_gib(device) -> float | None:
     """Peak GPU memory allocated since the last reset (GiB); None off the GPU."""
     if torch.device(device).type != "cuda":

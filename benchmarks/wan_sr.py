@@ -62,7 +62,7 @@ def training_vae(args) -> tuple:
     """What the training benchmarks measure on: ``(device, (frames, height, width), dtype,
     vae)``: a real-size random VAE in bf16 with cuDNN's autotuner on a GPU (the trainers'
     settings), a tiny one in float32 on a 9x64x64 clip with ``--quick``."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = common.default_device()
     shape = (9, 64, 64) if args.quick else (args.frames, args.height, args.width)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.backends.cudnn.benchmark = device == "cuda"

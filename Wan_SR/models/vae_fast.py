@@ -307,10 +307,10 @@ def encode(vae, video: torch.Tensor, frames_per_step: int = 4) -> torch.Tensor:
     model = vae.model
     state = State()
     outs = [encoder_step(state, model.encoder, video[:, :, :1])]
-    T = video.shape[2]
-    for t in range(1, T - (T - 1) % 4, frames_per_step):
+    end = 1 + 4 * ((video.shape[2] - 1) // 4)  # as the reference: whole 4-frame steps only
+    for t in range(1, end, frames_per_step):
         outs.append(encoder_step(state, model.encoder,
-                                 video[:, :, t:min(t + frames_per_step, T - (T - 1) % 4)]))
+                                 video[:, :, t:min(t + frames_per_step, end)]))
     mu, _log_var = _pointwise_conv(model.conv1, torch.cat(outs, 2)).chunk(2, dim=1)
     mean, inv_std = latent_scale(vae, mu)
     return (mu - mean) * inv_std

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.common import (add_clip_shape, default_device, parse, parser, peak_gib,  # noqa: E402
-                               record, reset_peak, save, timeit)
+                               record, reset_peak, save, timeit, top_kernels)
 from benchmarks.inference import fp8_attention as fa  # noqa: E402
 from benchmarks.vae.timing import random_video  # noqa: E402
 
@@ -107,19 +107,22 @@ def linear_part(args, device, dtype, M, shapes) -> dict:
         x = torch.randn(M, K, device=device, dtype=dtype)
         w = torch.randn(N, K, device=device, dtype=dtype) / math.sqrt(K)
         qw, sw = fp8.quantize_rows(w)
+        sw = sw.t().contiguous()
         qx, sx = fp8.quantize_rows(x)
         tw = (w.abs().amax().float() / 448)
         tx = (x.abs().amax().float() / 448)
         qwt, qxt = (w / tw).to(fp8.E4M3), (x / tx).to(fp8.E4M3)
         flop = 2 * M * K * N
+
+        def rowwise_with_quantize():  # what FP8Linear does per call (unfused here)
+            q, scale = fp8.quantize_rows(x)
+            return torch._scaled_mm(q, qw.t(), scale_a=scale, scale_b=sw, out_dtype=dtype)
+
         t = {
             "bf16": timeit(lambda: F.linear(x, w), device, args.repeats),
             "fp8_rowwise_mm_only": timeit(lambda: torch._scaled_mm(
-                qx, qw.t(), scale_a=sx, scale_b=sw.t().contiguous(), out_dtype=dtype),
-                device, args.repeats),
-            "fp8_rowwise_with_quantize": timeit(lambda: torch._scaled_mm(
-                *fp8.quantize_rows(x)[:1], qw.t(), scale_a=fp8.quantize_rows(x)[1],
-                scale_b=sw.t().contiguous(), out_dtype=dtype), device, args.repeats),
+                qx, qw.t(), scale_a=sx, scale_b=sw, out_dtype=dtype), device, args.repeats),
+            "fp8_rowwise_with_quantize": timeit(rowwise_with_quantize, device, args.repeats),
             "fp8_tensorwise_mm_only": timeit(lambda: torch._scaled_mm(
                 qxt, qwt.t(), scale_a=tx, scale_b=tw, out_dtype=dtype), device, args.repeats),
         }
@@ -152,12 +155,21 @@ def vae_part(args, device, dtype, vae, T, H, W) -> dict:
     return out
 
 
-def steps_part(args, device, dtype, size, T, H, W) -> dict:
+def window_pipeline(device, dtype, size, T, H, W, compile: bool = False):
+    """A step-1 pipeline on random models (``compile``: step 1's GPU switches, blocks
+    compiled) and the latents of one T x H x W window."""
     base, draft, vae, context = ws.random_models(size, device, dtype)
     pipe = ws.make_pipeline(base, draft, vae, context, device, dtype, fast=True)
+    if compile:
+        ws.optimize(pipe)
     g = torch.Generator(device=device).manual_seed(0)
     z_l = torch.randn(1, 16, (T - 1) // 4 + 1, H // 8, W // 8, device=device, generator=g,
                       dtype=dtype)
+    return pipe, z_l
+
+
+def steps_part(args, device, dtype, size, T, H, W) -> dict:
+    pipe, z_l = window_pipeline(device, dtype, size, T, H, W)
     out = {}
     x0s = {}
     variants = [("bf16", lambda: None),
@@ -184,24 +196,14 @@ CATEGORIES = (("attention", ("fmha", "flash", "cudnn", "attn")),
 
 
 def kernel_shares(fn) -> dict:
-    """GPU seconds of one ``fn()`` by kernel category (profiler), and the top kernels."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    cats, rows = {}, []
-    for ev in prof.key_averages():
-        t = ev.device_time_total / 1e6
-        if t <= 0:
-            continue
-        name = ev.key.lower()
+    """GPU seconds of one ``fn()`` by kernel category, and the top kernels."""
+    rows = top_kernels(fn, n=10 ** 6)
+    cats = {}
+    for r in rows:
+        name = r["kernel"].lower()
         cat = next((c for c, keys in CATEGORIES if any(k in name for k in keys)), "other")
-        cats[cat] = cats.get(cat, 0.0) + t
-        rows.append((t, ev.key[:100], ev.count))
-    rows.sort(reverse=True)
-    return {"seconds": cats, "top": [{"kernel": k, "s": round(t, 4), "calls": c}
-                                     for t, k, c in rows[:12]]}
+        cats[cat] = cats.get(cat, 0.0) + r["ms"] / 1e3
+    return {"seconds": cats, "top": rows[:12]}
 
 
 def rope_float32(x: torch.Tensor, freqs: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -219,11 +221,7 @@ def rope_float32(x: torch.Tensor, freqs: torch.Tensor, num_heads: int) -> torch.
 def compiled_part(args, device, dtype, size, T, H, W) -> dict:
     """The base and draft steps with ``--compile`` (any token count, as step 1 compiles them),
     where their GPU time goes, and the same with the rotary embedding in float32."""
-    base, draft, vae, context = ws.random_models(size, device, dtype)
-    pipe = ws.optimize(ws.make_pipeline(base, draft, vae, context, device, dtype, fast=True))
-    g = torch.Generator(device=device).manual_seed(0)
-    z_l = torch.randn(1, 16, (T - 1) // 4 + 1, H // 8, W // 8, device=device, generator=g,
-                      dtype=dtype)
+    pipe, z_l = window_pipeline(device, dtype, size, T, H, W, compile=True)
     out, x0s = {}, {}
     for name in ("diffsynth_rope", "float32_rope"):
         if name == "float32_rope":

@@ -17,7 +17,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
-from benchmarks.common import add_clip_shape, parse, parser, record, save, timeit  # noqa: E402
+from benchmarks.common import (add_clip_shape, parse, parser, record, save, timeit,  # noqa: E402
+                               top_kernels)
 from Wan_SR.data.degradation import Degradation  # noqa: E402
 from Wan_SR.models.wan import vae_encode  # noqa: E402
 from Wan_SR.training.build import Inputs, _to_unit, as_video  # noqa: E402
@@ -29,18 +30,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "degradation_pssr.yml"
 class NoPrompts:
     def get(self, prompts):
         return None
-
-
-def top_kernels(fn, n: int = 12) -> list:
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:n]
-    total = sum(e.device_time_total for e in prof.key_averages())
-    return [{"kernel": e.key[:120], "ms": round(e.device_time_total / 1e3, 2),
-             "share": round(e.device_time_total / total, 3), "calls": e.count} for e in rows]
 
 
 def main(argv=None):

@@ -27,12 +27,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 from benchmarks import wan_sr as ws  # noqa: E402
 from benchmarks.common import (add_clip_shape, default_device, parse, parser, peak_gib, record,  # noqa: E402
-                               reset_peak, save, sync)
+                               reset_peak, save, sync, top_kernels)
 from benchmarks.vae.timing import random_video, vae_timings  # noqa: E402
 
 NAME = "vae/vae_speed"
@@ -60,19 +59,6 @@ def smooth_latent(like: torch.Tensor) -> torch.Tensor:
         chans.append(torch.cos(f[0] * 6.28 * x + ph[0]) * torch.cos(f[1] * 6.28 * y + ph[1])
                      * torch.cos(f[2] * 3.14 * t + ph[2]))
     return torch.stack(chans)[None].to(like.device, like.dtype).contiguous(memory_format=CL)
-
-
-def top_kernels(fn, n: int = 15) -> list:
-    """The ``n`` CUDA kernels that take most of ``fn``'s time (profiler)."""
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    rows = [(getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0),
-             ev.key, ev.count) for ev in prof.key_averages()]
-    total = sum(r[0] for r in rows) or 1.0
-    rows.sort(reverse=True)
-    return [{"kernel": k[:120], "ms": round(t / 1000, 2), "share": round(t / total, 3),
-             "calls": c} for t, k, c in rows[:n]]
 
 
 def first_calls(vae, video, device, second: bool) -> dict:
@@ -132,8 +118,8 @@ def fused_against_reference(vae, video, device, repeats) -> dict:
     plain = vae_timings(vae, video, z, device, repeats, fast=True)
     torch.backends.cudnn.benchmark = True
     R["encode_fast_no_autotune"], R["decode_fast_no_autotune"] = plain["encode"], plain["decode"]
-    res["decode_fast_top_kernels"] = top_kernels(lambda: ws.vae_decode(vae, z, fast=True))
-    res["decode_ref_top_kernels"] = top_kernels(lambda: ws.vae_decode(vae, z, fast=False))
+    res["decode_fast_top_kernels"] = top_kernels(lambda: ws.vae_decode(vae, z, fast=True), 15)
+    res["decode_ref_top_kernels"] = top_kernels(lambda: ws.vae_decode(vae, z, fast=False), 15)
     res["peak_gib"] = peak_gib(device)
     res.update(encode_s=R["encode_fast"]["median_s"], decode_s=R["decode_fast"]["median_s"],
                encode_ref_s=R["encode_ref"]["median_s"], decode_ref_s=R["decode_ref"]["median_s"],
