@@ -23,10 +23,12 @@ warnings.filterwarnings("ignore", message=".*pynvml.*")
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """Root folder holding dependent_models/ and checkpoints/ with tiny random weights."""
-    from Wan_SR.testing.checkpoints import make_checkpoints
+    from Wan_SR.testing.checkpoints import make_checkpoints, write_tiny_discriminator
 
     root = tmp_path_factory.mktemp("tiny")
     make_checkpoints(root, "tiny", seed=0, log=lambda *a: None)
+    write_tiny_discriminator(root / "checkpoints" / "pretrained_models" /
+                             "discriminator.safetensors")
     return root
 
 
@@ -37,7 +39,8 @@ def tiny_paths(tiny_root):
     return dict(wan_dir=wan, dit=wan / "diffusion_pytorch_model.safetensors",
                 vae=wan / "Wan2.1_VAE.pth", t5=wan / "models_t5_umt5-xxl-enc-bf16.pth",
                 tokenizer=wan / "google" / "umt5-xxl", base=ck / "base.safetensors",
-                draft=ck / "draft.safetensors")
+                draft=ck / "draft.safetensors",
+                discriminator=ck / "discriminator.safetensors")  # a narrow one (training tests)
 
 
 @pytest.fixture(scope="session")

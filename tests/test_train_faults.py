@@ -53,7 +53,7 @@ def _argv(data, tiny_paths, out, steps, *extra):
             "--mixed_precision", "no", "--report_to", "none", "--output_path", str(out),
             "--lora_rank", "4", "--learning_rate", "1e-3", "--dataloader_num_workers", "0",
             "--prompt_cache_dir", str(out.parent / "pc"), "--save_steps", "2", "--no_progress",
-            *LOSSES, *extra]
+            "--load_model_discriminator_from", str(tiny_paths["discriminator"]), *LOSSES, *extra]
 
 
 def _env(**kw):
@@ -80,10 +80,13 @@ def test_bad_rows_under_two_processes_train_to_the_end(tiny_paths, bad_data, tmp
     assert [h["step"] for h in logged] == [1, 2, 3, 4]
     assert any("loss_discriminator" in h for h in logged)  # a clip reached the discriminator
     assert (out / "state" / "step-0000004").is_dir()
+    # the narrow discriminator of --load_model_discriminator_from was trained and saved
+    assert weights(out / "latest_discriminator.safetensors")["classifier.0.weight"].shape == \
+        (8, 8 * 7 * 7)
 
     over = dict(dataset_base_path=str(bad_data), dataset_metadata_path=str(bad_data / "meta.csv"),
                 dataset_repeat=2, save_steps=2, gradient_accumulation_steps=2, alpha_adv=0.01,
-                start_adv_step=1)
+                start_adv_step=1, load_model_discriminator_from=str(tiny_paths["discriminator"]))
     with one_thread():  # as each of the two processes
         run(config(tiny_paths, bad_data, tmp_path / "acc", **dict(over, max_train_steps=2)))
         run(config(tiny_paths, bad_data, tmp_path / "acc",
@@ -131,7 +134,8 @@ def test_ctrl_c_ends_with_one_line_and_the_resume_command(tiny_paths, bad_data, 
     proc = subprocess.Popen([sys.executable, *_argv(bad_data, tiny_paths, out, 1000)],
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env())
     deadline = time.time() + 300
-    while not (out / "state" / "step-0000002").is_dir() and time.time() < deadline:
+    while not (out / "state" / "step-0000002").is_dir() and time.time() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=120)[1]

@@ -64,6 +64,55 @@ def test_width_options_keep_key_names():
     assert b.feature_extractor[28].out_channels == 128
 
 
+def test_shape_read_from_a_state_dict():
+    from Wan_SR.training.discriminator import discriminator_shape
+
+    with torch.device("meta"):
+        release = LatentDiscriminator().state_dict()
+        odd = LatentDiscriminator(in_channels=4, channels=(3, 5, 6, 7, 9), hidden=11,
+                                  pool_size=3).state_dict()
+    assert discriminator_shape(release) == dict(in_channels=16, channels=(64, 128, 256, 512, 512),
+                                                hidden=1024, pool_size=7)
+    assert discriminator_shape(odd) == dict(in_channels=4, channels=(3, 5, 6, 7, 9), hidden=11,
+                                            pool_size=3)
+
+
+def test_warm_start_loads_the_file_at_its_widths(tmp_path, caplog):
+    from Wan_SR.core.files import save_safetensors_atomic
+    from Wan_SR.models.lora import CheckpointMismatchError
+    from Wan_SR.models.wan import MissingWeightsError
+    from Wan_SR.testing.checkpoints import TINY_DISCRIMINATOR, write_tiny_discriminator
+    from Wan_SR.training.base import build_discriminator
+    from Wan_SR.training.discriminator import load_discriminator
+    from Wan_SR.training.options import BaseLossOptions
+
+    path = write_tiny_discriminator(tmp_path / "d.safetensors", seed=3)
+    d = load_discriminator(path)
+    assert d.channels == TINY_DISCRIMINATOR["channels"]
+    torch.manual_seed(3)
+    ref = LatentDiscriminator(**TINY_DISCRIMINATOR)
+    assert all(torch.equal(v, d.state_dict()[k]) for k, v in ref.state_dict().items())
+    assert d(torch.randn(1, 16, 2, 8, 8)).shape == (1, 1)
+
+    on = BaseLossOptions(alpha_adv=0.01)
+    assert build_discriminator(on, str(path), "cpu").channels == d.channels
+    assert build_discriminator(on, None, "cpu").channels == (64, 128, 256, 512, 512)
+    with caplog.at_level("INFO"):
+        assert build_discriminator(BaseLossOptions(), str(path), "cpu") is None
+    assert "--load_model_discriminator_from: no effect" in caplog.text
+
+    sd = dict(ref.state_dict())
+    bad = tmp_path / "bad.safetensors"
+    save_safetensors_atomic(bad, {k: v for k, v in sd.items() if k != "classifier.2.bias"})
+    with pytest.raises(CheckpointMismatchError, match="bad.safetensors.*classifier.2.bias"):
+        load_discriminator(bad)
+    save_safetensors_atomic(bad, {k: v for k, v in sd.items() if k != "classifier.0.weight"})
+    with pytest.raises(CheckpointMismatchError, match="no tensor 'classifier.0.weight'"):
+        load_discriminator(bad)
+    with pytest.raises(MissingWeightsError, match="--load_model_discriminator_from.*nope"):
+        load_discriminator(tmp_path / "nope.safetensors")
+
+
 @pytest.mark.parametrize("hw,feat_hw", [((32, 32), (1, 1)), ((90, 160), (2, 5)),
                                         ((6, 6), (1, 1)), ((1, 40), (1, 1)), ((3, 70), (1, 2))])
 def test_output_shapes(hw, feat_hw):

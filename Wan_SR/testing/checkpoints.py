@@ -52,6 +52,7 @@ REAL_VAE = dict(dim=96, z_dim=16, num_res_blocks=2)
 TINY_T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=2, num_layers=2, num_buckets=32)
 REAL_T5 = dict(vocab=256384, dim=4096, dim_attn=4096, dim_ffn=10240, num_heads=64, num_layers=24,
                num_buckets=32)
+TINY_DISCRIMINATOR = dict(channels=(4, 4, 8, 8, 8), hidden=8)  # the release's: VGG16's widths, 1024
 TINY_LORA_RANK = 4
 REAL_LORA_RANK = 32
 
@@ -180,6 +181,17 @@ def write_draft(plan: _Plan, dit_sd: dict, base_sd: dict, g: torch.Generator) ->
     path = plan.ckpt_dir / "draft.safetensors"
     save_draft(draft, path)
     return path
+
+
+def write_tiny_discriminator(path: str | Path, seed: int = 0) -> Path:
+    """A ``latest_discriminator.safetensors``-layout file (the release's keys, float32) of a
+    narrow discriminator, for ``train_base.py --load_model_discriminator_from`` in tests: the
+    release-size one makes every saved training state ~470 MB."""
+    from ..training.discriminator import LatentDiscriminator
+
+    torch.manual_seed(seed)
+    sd = LatentDiscriminator(**TINY_DISCRIMINATOR).state_dict()
+    return save_safetensors_atomic(Path(path), sd)
 
 
 def make_checkpoints(out: str | Path, size: str = "tiny", seed: int = 0,

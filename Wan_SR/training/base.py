@@ -28,7 +28,8 @@ from Wan_SR.sampling.speculative import BaseStepOutput, base_step
 from Wan_SR.sampling.timeline import FlowTimeline
 from . import checkpoints, losses
 from .build import Inputs, Parts, build_parts, build_pixel_loss
-from .discriminator import DiscriminatorLoss, LatentDiscriminator, adversarial_terms
+from .discriminator import (DiscriminatorLoss, LatentDiscriminator, adversarial_terms,
+                            load_discriminator)
 from .engine import Loop, Trained, Updates, dump_rank_weights, prepare_trained
 from .losses import zero_loss
 from .models import build_base, build_regulariser, compile_dits, wants_compile
@@ -96,6 +97,18 @@ class BaseModels:
     negative: Optional[torch.Tensor]  # text context of its guidance's negative prompt
 
 
+def build_discriminator(o: BaseLossOptions, warm_start: Optional[str], device):
+    """The discriminator when an adversarial term is on: the release's network, or the one of
+    ``--load_model_discriminator_from`` (its widths and weights)."""
+    if not o.discriminator():
+        if warm_start:
+            log.info("--load_model_discriminator_from: no effect (no discriminator: --alpha_adv "
+                     "and --alpha_perc are 0)")
+        return None
+    disc = load_discriminator(warm_start) if warm_start else LatentDiscriminator()
+    return disc.to(device)
+
+
 def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
     """The base DiT (LoRA, widened patch embedding, head), the regulariser pair and the
     discriminator when their losses are on, LPIPS; each trained network prepared with its
@@ -110,7 +123,7 @@ def build_models(p: Parts, cfg: BaseTrainConfig) -> BaseModels:
                                      m.num_heads, m.load_model_reg_from)
     if wants_compile(opt.compile, dev):
         compile_dits(dit, fix, upd)
-    disc = LatentDiscriminator().to(dev) if o.discriminator() else None
+    disc = build_discriminator(o, m.load_model_discriminator_from, dev)
     negative = p.inputs.contexts.get([o.negative_prompt]) \
         if upd is not None and o.cfg_scale != 1 else None
     pixel = build_pixel_loss(o, opt.cuda_graphs, p.inputs.vae, dev)

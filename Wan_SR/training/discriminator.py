@@ -9,7 +9,9 @@ dict has exactly the release's keys and shapes::
     feature_extractor.{0,2,5,7,10,12,14,17,19,21,24,26,28}.{weight,bias}
     classifier.{0,2}.{weight,bias}
 
-so a release ``*_discriminator.safetensors`` loads with ``strict=True``.
+so a release ``*_discriminator.safetensors`` loads with ``strict=True``. :func:`load_discriminator`
+(``--load_model_discriminator_from``) reads such a file, ours or the release's, and builds the
+network at the widths its tensors have (:func:`discriminator_shape`).
 
 Latents ``(B, 16, T, h, w)`` are scored frame by frame (the frames are stacked into the batch)
 and the per-frame scores are averaged over ``T`` into ``(B, 1)``. ``return_features=True`` also
@@ -35,6 +37,9 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from Wan_SR.models.lora import CheckpointMismatchError
+from Wan_SR.models.wan import load_safetensors, require_file
 
 from .losses import zero_loss
 
@@ -135,6 +140,49 @@ class LatentDiscriminator(nn.Module):
         if return_features:
             return score, feat
         return score
+
+
+STAGE_FIRST_CONVS = (0, 5, 10, 17, 24)  # the first convolution of each stage in the stack
+
+
+def discriminator_shape(sd: dict) -> dict:
+    """:class:`LatentDiscriminator`'s arguments (``in_channels``, ``channels``, ``hidden``,
+    ``pool_size``) read from the tensors of a saved state dict."""
+    try:
+        first = sd["feature_extractor.0.weight"]
+        channels = tuple(int(sd[f"feature_extractor.{i}.weight"].shape[0])
+                         for i in STAGE_FIRST_CONVS)
+        head = sd["classifier.0.weight"]
+    except KeyError as e:
+        raise CheckpointMismatchError(f"not a discriminator state dict: no tensor {e}") from None
+    pooled = int(head.shape[1]) // channels[-1]
+    pool_size = int(round(pooled ** 0.5))
+    if pool_size * pool_size * channels[-1] != head.shape[1]:
+        raise CheckpointMismatchError(f"classifier.0.weight {tuple(head.shape)} does not fit "
+                                      f"{channels[-1]} channels pooled to a square")
+    return dict(in_channels=int(first.shape[1]), channels=channels, hidden=int(head.shape[0]),
+                pool_size=pool_size)
+
+
+def load_discriminator(path, what: str = "discriminator warm start "
+                                         "(--load_model_discriminator_from)"):
+    """A :class:`LatentDiscriminator` with the weights of a ``*_discriminator.safetensors`` file
+    (the release's or ours), at the widths the file has; every tensor must fit (strict)."""
+    path = require_file(path, what, "an earlier training run (--output_path)")
+    sd, _ = load_safetensors(path)
+    try:
+        disc = LatentDiscriminator(**discriminator_shape(sd))
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"{path}: {e}") from None
+    own = disc.state_dict()
+    missing = [k for k in own if k not in sd]
+    bad = [k for k, v in sd.items() if k not in own or own[k].shape != v.shape]
+    if missing or bad:
+        raise CheckpointMismatchError(f"{path}: not a discriminator of one shape: missing "
+                                      f"{missing[:3]}, unexpected or misshapen {bad[:3]}")
+    disc.load_state_dict(sd, strict=True)
+    logger.info("warm start: discriminator from %s (stage widths %s)", path, disc.channels)
+    return disc
 
 
 def generator_adv_loss(fake_scores: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,9 @@ class BaseModelOptions(ModelOptions):
                                                     "(latest_base.safetensors layout)")
     load_model_reg_from: Optional[str] = opt(None, "warm start: a regulariser checkpoint "
                                                    "(latest_reg.safetensors layout)")
+    load_model_discriminator_from: Optional[str] = opt(
+        None, "warm start: a discriminator checkpoint (latest_discriminator.safetensors layout, "
+              "ours or the release's; its widths are read from the file)")
 
     def lora_targets(self) -> list[str]:
         return [t.strip() for t in self.lora_target_modules.split(",") if t.strip()]
@@ -353,7 +356,9 @@ class BaseTrainConfig(TrainConfig):
         """``(option, path, what, where it comes from)`` of the checkpoints the run reads."""
         m = self.model
         return [("load_model_base_from", m.load_model_base_from, "base warm start", _WARM),
-                ("load_model_reg_from", m.load_model_reg_from, "regulariser warm start", _WARM)]
+                ("load_model_reg_from", m.load_model_reg_from, "regulariser warm start", _WARM),
+                ("load_model_discriminator_from", m.load_model_discriminator_from,
+                 "discriminator warm start", _WARM)]
 
 
 @dataclass
