@@ -52,7 +52,7 @@ REAL_VAE = dict(dim=96, z_dim=16, num_res_blocks=2)
 TINY_T5 = dict(dim=32, dim_attn=32, dim_ffn=64, num_heads=2, num_layers=2, num_buckets=32)
 REAL_T5 = dict(vocab=256384, dim=4096, dim_attn=4096, dim_ffn=10240, num_heads=64, num_layers=24,
                num_buckets=32)
-TINY_DISCRIMINATOR = dict(channels=(4, 4, 8, 8, 8), hidden=8)  # the release's: VGG16's widths, 1024
+TINY_DISCRIMINATOR = dict(channels=(4, 4, 8, 8, 8), hidden=8)  # release: VGG16 widths, hidden 1024
 TINY_LORA_RANK = 4
 REAL_LORA_RANK = 32
 
