@@ -10,7 +10,7 @@ SCRIPTS = ["vae.speed", "inference.window", "inference.e2e", "inference.memory",
            "inference.memory_profile",
            "inference.fusion", "inference.bf16_conformance", "training.trainers",
            "training.pixel_graphs", "training.encode_parts", "inference.step_parts",
-           "data.degradation", "data.tagger"]
+           "data.degradation", "data.tagger", "ci.footprint"]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
@@ -185,3 +185,15 @@ def test_fp8_attention_ignores_shared_key_and_value_offsets():
     q8, qs, k8, ks, vt8, vs, vm = fa.quantize(q, k, v, H)
     assert q8.dtype == fa.E4M3 and q8.shape == (B * H, 256, D) and vt8.shape == (B * H, D, 256)
     assert (q8[:, L:].float() == 0).all() and (qs[:, L:] == 0).all()
+
+
+def test_ci_footprint_reads_the_tests_seconds_and_sizes_a_folder(tmp_path):
+    from benchmarks.ci.footprint import folder_bytes, tests_seconds
+
+    out = "....\n=== short test summary info ===\n541 passed, 1 skipped in 367.66s (0:06:07)\n"
+    assert tests_seconds(out) == 367.66
+    assert tests_seconds("ERROR: no tests ran") is None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"x" * 1000)
+    (tmp_path / "g").write_bytes(b"y" * 24)
+    assert folder_bytes(tmp_path) == 1024
